@@ -1,0 +1,36 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Each builds .venv when it is
+# missing or when pyproject.toml changed since it was built.
+PYTHON ?= python3
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# This machine's pip.conf names local package folders that may be absent; pip warns once per package.
+QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+# Variables for `make demo` on your own data (see README).
+DATA ?=
+MODEL ?=
+EPOCHS ?=
+DEMO_ARGS := $(if $(DATA),--data $(DATA)) $(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+.PHONY: test demo lint docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip $(QUIET_PIP)
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev]" $(QUIET_PIP)
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m resnetzoo.demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
