@@ -10,7 +10,7 @@ from typing import Any
 from .config import ModelConfig, build_model, default_eval_transform
 from .model import ResNet
 from .registry import get_variant
-from .weights.adapt import fit_state_dict
+from .weights.adapt import fit_state_dict, strip_prefixes
 from .weights.files import fetch_weights, load_state_dict_file, sha256_file
 from .weights.records import WeightsRecord, resolve_pretrained
 
@@ -104,5 +104,6 @@ def _load_weights(weights: WeightsRecord | Path | None, progress: bool):
     if weights is None:
         return None, None
     path = fetch_weights(weights, progress=progress) if isinstance(weights, WeightsRecord) else weights
-    return load_state_dict_file(path), path
+    # Strip wrapper prefixes first so that the head's class count can be read from 'fc.weight'.
+    return strip_prefixes(load_state_dict_file(path)), path
 
