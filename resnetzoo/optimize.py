@@ -1,0 +1,200 @@
+"""An inference fast path: fold BatchNorm into the convolutions, go channels_last, optionally bf16/fp16 and compiled.
+
+    >>> fast = resnetzoo.optimize_for_inference(model, dtype=torch.bfloat16)
+    >>> logits = fast(images)          # fp32 NCHW images are converted by the model itself
+
+Each step keeps the model's results within the dtype's tolerance (``LOGIT_TOLERANCE``) and works on a
+copy, so the model you pass in is never changed. ``benchmarks/throughput.py`` measures what each step buys.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .errors import ResnetzooError
+
+__all__ = ["LOGIT_TOLERANCE", "OptimizationError", "fold_batchnorm", "logit_error", "optimize_for_inference"]
+
+logger = logging.getLogger(__name__)
+
+# Largest allowed logit error of an optimized model, relative to the size of the reference logits
+# (see ``logit_error``). fp32 only reorders float arithmetic; bf16 keeps 8 mantissa bits (rounding
+# ~0.4% per op) and fp16 11 bits, and the error grows with depth, hence the looser bounds.
+LOGIT_TOLERANCE: dict[torch.dtype, float] = {
+    torch.float32: 1e-4,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class OptimizationError(ResnetzooError, ValueError):
+    """A model or option that ``optimize_for_inference`` cannot handle."""
+
+
+def logit_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """``max|output - reference| / max(1, max|reference|)``, computed in fp32.
+
+    An absolute error for logits of order one; relative for larger ones, where fp32 rounding alone
+    (about 1e-7 of the magnitude per operation) would make a fixed absolute bound meaningless.
+    """
+    output = output.detach().float().cpu()
+    reference = reference.detach().float().cpu()
+    if output.shape != reference.shape:
+        raise OptimizationError(f"Output shape {tuple(output.shape)} differs from the reference's {tuple(reference.shape)}.")
+    scale = max(1.0, reference.abs().max().item())
+    return (output - reference).abs().max().item() / scale
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm that directly follows a convolution into it, in place; returns how many were folded.
+
+    The conv gains the BatchNorm's scale and shift (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and the
+    BatchNorm becomes ``nn.Identity``, so parameter names and the module tree (``layer1.0.conv1``,
+    ``downsample.0``, ...) stay as they were. The conv -> BN pairs are found in a ``torch.fx`` trace of
+    the forward pass rather than guessed from names, so a BatchNorm is folded only where the data really
+    flows conv -> BN and nothing else reads the conv's output. The model must be in eval mode.
+    """
+    if model.training:
+        raise OptimizationError("fold_batchnorm needs a model in eval mode (call model.eval()): folding uses running statistics.")
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as error:  # fx raises many types for untraceable Python control flow
+        raise OptimizationError(
+            f"Cannot trace {type(model).__name__} with torch.fx to find conv -> BatchNorm pairs ({error}). "
+            "Pass fold_bn=False to optimize it without folding."
+        ) from error
+
+    modules = dict(model.named_modules())
+    pairs: list[tuple[str, str]] = []
+    # A module called twice (shared weights) cannot be folded for one call site only.
+    call_counts: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            call_counts[node.target] = call_counts.get(node.target, 0) + 1
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if not (isinstance(source, fx.Node) and source.op == "call_module"):
+            continue
+        conv = modules[source.target]
+        if not isinstance(conv, nn.Conv2d) or len(source.users) != 1:
+            continue
+        if call_counts[source.target] != 1 or call_counts[node.target] != 1:
+            continue
+        if not modules[node.target].track_running_stats:
+            continue  # a BN without running statistics normalises with batch statistics even in eval mode
+        pairs.append((source.target, node.target))
+
+    for conv_name, bn_name in pairs:
+        fused = fuse_conv_bn_eval(modules[conv_name], modules[bn_name])
+        _set_submodule(model, conv_name, fused)
+        _set_submodule(model, bn_name, nn.Identity())
+    logger.debug("Folded %d BatchNorm layers into convolutions.", len(pairs))
+    return len(pairs)
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+class _InputAdapter:
+    """Forward pre-hook: casts floating inputs to the model's dtype and memory format.
+
+    Without it, fp32 NCHW images given to a bf16 channels_last model fail with a dtype mismatch (or
+    silently take the slower NCHW kernels). A class, not a closure, so the model still pickles.
+    """
+
+    def __init__(self, dtype: torch.dtype | None, channels_last: bool) -> None:
+        self.dtype = dtype
+        self.channels_last = channels_last
+
+    def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+            return None
+        images = args[0]
+        if self.dtype is not None and images.dtype != self.dtype:
+            images = images.to(self.dtype)
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return (images, *args[1:])
+
+
+def _refuse_save_pretrained(*_args: Any, **_kwargs: Any) -> None:
+    raise OptimizationError(
+        "This model was optimized for inference: its BatchNorm layers are folded into the convolutions, so its "
+        "weights no longer fit the saved-folder format. Save the original model instead, and call "
+        "optimize_for_inference again after loading it."
+    )
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    *,
+    channels_last: bool = True,
+    fold_bn: bool = True,
+    dtype: torch.dtype | None = None,
+    compile: str | bool | None = None,
+) -> nn.Module:
+    """An optimized copy of ``model`` for inference; ``model`` itself is left untouched.
+
+    Args:
+        model: a ResNet (or any module whose convolutions feed BatchNorms directly).
+        channels_last: store weights (and convert inputs) in NHWC order, which the oneDNN (CPU) and
+            cuDNN (GPU) convolution kernels prefer.
+        fold_bn: fold each BatchNorm into the convolution before it, including the projection
+            shortcuts (``downsample.0/.1``); see ``fold_batchnorm``.
+        dtype: ``torch.bfloat16`` or ``torch.float16`` to cast weights (and inputs); ``None`` keeps
+            the model's dtype. Outputs then come in that dtype.
+        compile: a ``torch.compile`` mode (``"default"``, ``"reduce-overhead"``, ``"max-autotune"``,
+            ...) or ``True`` for the default mode; ``None``/``False`` does not compile. Compilation
+            happens on the first call, which is slow (seconds to minutes).
+
+    Returns:
+        The model in eval mode with a forward pre-hook that converts floating inputs to its dtype and
+        memory format (``forward_features``/``forward_head`` called directly bypass that hook). With
+        ``compile`` it is the ``torch.compile`` wrapper; the ResNet is at ``._orig_mod``. Its outputs
+        match the original's within ``LOGIT_TOLERANCE[dtype]`` as measured by ``logit_error``.
+    """
+    if not isinstance(model, nn.Module):
+        raise OptimizationError(f"optimize_for_inference expects a torch.nn.Module; got {type(model).__name__}.")
+    if dtype is not None and dtype not in _SUPPORTED_DTYPES:
+        raise OptimizationError(f"dtype must be one of torch.float32, torch.bfloat16, torch.float16 or None; got {dtype}.")
+    if compile is not None and not isinstance(compile, (bool, str)):
+        raise OptimizationError(f"compile must be a torch.compile mode string, True, False or None; got {compile!r}.")
+
+    optimized = copy.deepcopy(model).eval()
+    # Inference only: no autograd state in the parameters, so a forward never builds a graph by accident.
+    for parameter in optimized.parameters():
+        parameter.requires_grad_(False)
+    applied: dict[str, Any] = {"fold_bn": False, "channels_last": channels_last, "dtype": None, "compile": None}
+    if fold_bn:
+        # Folding happens in fp32 before any cast: fusing in bf16 would round the scale twice.
+        applied["fold_bn"] = fold_batchnorm(optimized)
+    if dtype is not None:
+        optimized.to(dtype)
+        applied["dtype"] = str(dtype).removeprefix("torch.")
+    if channels_last:
+        optimized.to(memory_format=torch.channels_last)
+    if channels_last or dtype is not None:
+        optimized.register_forward_pre_hook(_InputAdapter(dtype, channels_last))
+
+    # Saving would write folded weights under the original names, which no loader can rebuild.
+    optimized.save_pretrained = _refuse_save_pretrained
+    optimized.inference_optimizations = applied
+    if compile:
+        mode = None if compile is True or compile == "default" else compile
+        applied["compile"] = mode or "default"
+        optimized = torch.compile(optimized, mode=mode)
+    logger.info("Optimized %s for inference: %s", type(model).__name__, applied)
+    return optimized
