@@ -1,0 +1,327 @@
+"""Export a model to ONNX, TorchScript and a ``torch.export`` program, each file proven equal to PyTorch.
+
+    >>> from resnetzoo.export import export_model
+    >>> manifest = export_model("runs/flowers", "exported/", formats=["onnx", "exported"])
+
+Every file is written under a temporary name, reloaded the way a consumer would load it, compared
+with the PyTorch model in eval mode, and moved into place only when every check passed
+(``verify=False`` skips the gate). ``manifest.json`` lists each file with its SHA-256, size, versions
+and the checks it passed. ``python -m resnetzoo.export --help`` is the same from the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import json
+import logging
+import os
+import platform
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .._io import atomic_write, fsync_dir
+from ..config import ModelConfig
+from ..errors import ResnetzooError
+from .metadata import EXPORT_FORMAT, export_metadata
+from .onnx import DEFAULT_OPSET
+from .verify import (
+    DEFAULT_NUM_INPUTS,
+    FP16_MIN_AGREEMENT,
+    FP32_TOLERANCE,
+    CheckResult,
+    format_table,
+    make_reference,
+    verification_inputs,
+    verify_file,
+)
+
+__all__ = [
+    "FORMATS",
+    "DEFAULT_FORMATS",
+    "MANIFEST_NAME",
+    "ExportError",
+    "ExportVerificationError",
+    "CheckResult",
+    "export_model",
+    "file_name",
+    "format_table",
+]
+
+logger = logging.getLogger(__name__)
+
+# Format name -> file suffix. "exported" is the torch.export program (upstream's name for it); "pt2" is an alias.
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported": ".pt2"}
+_ALIASES = {"pt2": "exported", "ts": "torchscript", "jit": "torchscript"}
+DEFAULT_FORMATS = ("onnx", "torchscript", "exported")
+MANIFEST_NAME = "manifest.json"
+MAX_IMAGE_SIZE = 4096
+
+
+class ExportError(ResnetzooError, ValueError):
+    """An export that cannot start or cannot be written (bad source, format, size or output folder)."""
+
+
+class ExportVerificationError(ExportError):
+    """The gate refused at least one file; ``results`` holds every check, failed ones included."""
+
+    def __init__(self, out_dir: Path, results: list[CheckResult]):
+        self.out_dir = out_dir
+        self.results = results
+        failed = [r for r in results if not r.passed]
+        lines = "\n".join(f"  {r}" for r in failed)
+        super().__init__(
+            f"Export refused: {len(failed)} verification check(s) failed, so nothing was written to {out_dir}:\n{lines}"
+        )
+
+
+def file_name(kind: str, fp16: bool = False) -> str:
+    """``model.onnx``, ``model.fp16.onnx``, ``model.torchscript.pt``, ``model.pt2``, ..."""
+    return "model" + (".fp16" if fp16 else "") + FORMATS[kind]
+
+
+def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
+    if isinstance(formats, str):
+        formats = [formats]
+    chosen: list[str] = []
+    for raw in formats:
+        kind = _ALIASES.get(str(raw).lower(), str(raw).lower())
+        if kind not in FORMATS:
+            raise ExportError(f"Unknown export format {raw!r}. Choose from: {', '.join(FORMATS)} (pt2 = exported).")
+        if kind not in chosen:
+            chosen.append(kind)
+    if not chosen:
+        raise ExportError(f"No export format given. Choose one or more of: {', '.join(FORMATS)}.")
+    return chosen
+
+
+def _load_source(source: Any, pretrained: Any, num_classes: int | None) -> tuple[torch.nn.Module, str]:
+    from ..factory import create
+
+    if isinstance(source, torch.nn.Module):
+        if pretrained not in (False, None) or num_classes is not None:
+            raise ExportError("pretrained= and num_classes= apply to model names and folders, not to a model object.")
+        if not isinstance(getattr(source, "config", None), ModelConfig):
+            raise ExportError("This model has no .config; build it with resnetzoo.create() so that the export can "
+                              "record its preprocessing and labels.")
+        return source, f"{type(source).__name__} object"
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if pretrained not in (False, None):
+            raise ExportError(f"{path} is a saved folder and already holds its weights; drop --pretrained.")
+        return create(path, num_classes=num_classes), str(path)
+    if path.exists():
+        raise ExportError(f"{path} is a file, not a folder saved by resnetzoo. Pass a registered model name or "
+                          "a folder written by save_pretrained() or a training run.")
+    if os.sep in text or "/" in text or text.startswith((".", "~")):
+        raise ExportError(f"No such folder: {text}. Pass a registered model name (see resnetzoo.list_models()) "
+                          "or an existing folder written by save_pretrained() or a training run.")
+    return create(text, pretrained=pretrained, num_classes=num_classes, progress=True), text
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail before loading a model (which can take a while) when the output folder cannot be created."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"Output {out_dir} is a file, not a folder. Choose a folder for the exported files.")
+    ancestor = out_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ExportError(f"Cannot write to {out_dir}: {ancestor} is not a writable folder. "
+                          "Choose an output folder you can write to.")
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise ExportError(
+            f"Cannot write to {out_dir} ({error.strerror or error}). Choose an output folder you can write to."
+        ) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _versions() -> dict[str, str]:
+    from .. import __version__
+
+    versions = {"resnetzoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for module_name in ("onnx", "onnxruntime", "onnxscript"):
+        with contextlib.suppress(ImportError):
+            versions[module_name] = __import__(module_name).__version__
+    return versions
+
+
+def _export_one(kind: str, model: torch.nn.Module, path: Path, example: torch.Tensor, metadata: dict[str, Any],
+                opset: int) -> dict[str, Any]:
+    try:
+        if kind == "onnx":
+            from .onnx import export_onnx
+
+            return export_onnx(model, path, example, metadata, opset)
+        if kind == "torchscript":
+            from .torchscript import export_torchscript
+
+            return export_torchscript(model, path, metadata)
+        from .program import export_program
+
+        return export_program(model, path, example, metadata)
+    except ImportError as error:
+        raise ExportError(f"Exporting {kind} needs {error.name}: pip install 'resnetzoo[export]'.") from error
+    except Exception as error:
+        # The exporters raise a zoo of exception types; the user needs to know which format broke and why.
+        message = " ".join(str(error).split())[:500]
+        raise ExportError(f"Exporting to {kind} failed: {type(error).__name__}: {message}") from error
+
+
+def export_model(
+    source: str | os.PathLike | torch.nn.Module,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] | str = DEFAULT_FORMATS,
+    *,
+    pretrained: Any = False,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    verify: bool = True,
+    num_verify_inputs: int = DEFAULT_NUM_INPUTS,
+    tolerance: float = FP32_TOLERANCE,
+    min_agreement: float = FP16_MIN_AGREEMENT,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Export a model to each format in ``formats`` and prove every file before it reaches ``out_dir``.
+
+    Args:
+        source: a registered name (``"resnet50"``), a folder written by ``save_pretrained`` or a training run,
+            or a model built by ``resnetzoo.create`` (it is copied, never modified).
+        out_dir: output folder, created if needed; ``manifest.json`` and the model files go there.
+        formats: any of ``"onnx"``, ``"torchscript"``, ``"exported"`` (the ``torch.export`` ``.pt2`` program).
+        pretrained, num_classes: as for ``resnetzoo.create`` (names; ``num_classes`` also for folders).
+        image_size: input height and width (default: the config's crop size); the resize size scales with it.
+        opset: ONNX opset version.
+        fp16: export half-precision files (``model.fp16.*``) whose input and output are float16.
+        verify: run the gate (on by default). Without it files are written unproven, and the manifest says so.
+        num_verify_inputs: size of the fixed input set; the batch-size check runs at 1 and at this size.
+        tolerance: fp32 limit on max |logit difference| against PyTorch.
+        min_agreement: fp16 limit on top-1 agreement with the fp32 PyTorch model.
+        progress: draw a progress bar over the formats.
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+
+    Raises:
+        ExportError: a bad argument, an unwritable folder, or an exporter that failed.
+        ExportVerificationError: a file failed the gate; no file and no manifest was written.
+    """
+    kinds = _normalise_formats(formats)
+    if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= 30:
+        raise ExportError(f"opset must be an integer between 7 and 30 (18 recommended), got {opset!r}.")
+    if image_size is not None and (not isinstance(image_size, int) or not 16 <= image_size <= MAX_IMAGE_SIZE):
+        raise ExportError(f"image_size must be an integer between 16 and {MAX_IMAGE_SIZE}, got {image_size!r}.")
+    if num_verify_inputs < 2:
+        raise ExportError("num_verify_inputs must be at least 2: the batch axis is checked at batch 1 and at that size.")
+    out_dir = Path(out_dir).expanduser()
+    _check_out_dir(out_dir)
+    model, source_text = _load_source(source, pretrained, num_classes)
+    _prepare_out_dir(out_dir)
+    config: ModelConfig = model.config
+    if config.base_weights is None:
+        logger.warning("Exporting %s with randomly initialised weights (no pretrained weights, no trained folder).",
+                       config.architecture or "a ResNet")
+
+    from .. import __version__
+
+    dtype = "float16" if fp16 else "float32"
+    metadata = export_metadata(config, image_size, dtype, __version__)
+    _, in_chans, height, _ = metadata["input_shape"]
+    reference_model = copy.deepcopy(model).float().cpu().eval()
+    inputs = verification_inputs(in_chans, height, metadata["mean"], metadata["std"], count=num_verify_inputs)
+    reference = make_reference(reference_model, inputs)
+    export_model_ = copy.deepcopy(reference_model).half() if fp16 else reference_model
+    example = inputs[:2].to(torch.float16 if fp16 else torch.float32)
+
+    temporary: dict[str, Path] = {}
+    details: dict[str, dict[str, Any]] = {}
+    results: list[CheckResult] = []
+    try:
+        for kind in tqdm(kinds, desc="export", unit="file", disable=not progress, leave=False):
+            name = file_name(kind, fp16)
+            # A hidden temporary name in the output folder, so that os.replace into place is atomic; it keeps
+            # the real suffix because torch.export.load refuses paths that do not end in .pt2.
+            temporary[kind] = out_dir / f".part-{uuid.uuid4().hex[:8]}-{name}"
+            logger.info("Exporting %s to %s", kind, name)
+            with torch.no_grad():
+                details[kind] = _export_one(kind, export_model_, temporary[kind], example, metadata, opset)
+            if verify:
+                results += verify_file(temporary[kind], kind, reference, metadata, dtype, tolerance, min_agreement,
+                                       label=name)
+        if any(not r.passed for r in results):
+            raise ExportVerificationError(out_dir, results)
+        manifest = _manifest(source_text, kinds, fp16, metadata, details, temporary, results, verify,
+                             num_verify_inputs, tolerance, min_agreement)
+        for kind in kinds:
+            os.replace(temporary[kind], out_dir / file_name(kind, fp16))
+        fsync_dir(out_dir)
+        with atomic_write(out_dir / MANIFEST_NAME, "w") as handle:
+            handle.write(json.dumps(manifest, indent=2) + "\n")
+            # atomic_write's temporary file is private (0600); the manifest ships with the models.
+            os.chmod(handle.fileno(), 0o666 & ~_umask())
+    finally:
+        for path in temporary.values():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    logger.info("Wrote %s and %s to %s", ", ".join(file_name(k, fp16) for k in kinds), MANIFEST_NAME, out_dir)
+    return manifest
+
+
+def _manifest(source: str, kinds: list[str], fp16: bool, metadata: dict[str, Any], details: dict[str, dict[str, Any]],
+              temporary: dict[str, Path], results: list[CheckResult], verify: bool, num_inputs: int,
+              tolerance: float, min_agreement: float) -> dict[str, Any]:
+    from ..weights.files import sha256_file
+
+    files = []
+    for kind in kinds:
+        name = file_name(kind, fp16)
+        checks = [r.to_dict() for r in results if r.file == name]
+        files.append({
+            "name": name,
+            "format": kind,
+            "sha256": sha256_file(temporary[kind]),  # the very bytes that were verified
+            "size_bytes": temporary[kind].stat().st_size,
+            "dtype": metadata["input_dtype"],
+            **details[kind],
+            "verified": verify,
+            "checks": checks,
+        })
+    return {
+        "format": EXPORT_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "metadata": metadata,
+        "versions": _versions(),
+        "verification": {
+            "enabled": verify,
+            "passed": all(r.passed for r in results) if verify else None,
+            "num_inputs": num_inputs,
+            "batch_sizes": [1, num_inputs],
+            "fp32_max_abs_diff": tolerance,
+            "fp16_min_top1_agreement": min_agreement,
+            "input_set": "seeded smooth random images, normalised with the model's mean/std (see resnetzoo.export.verify)",
+        },
+        "files": files,
+    }
