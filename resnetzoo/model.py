@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -212,8 +213,19 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes, device=device, dtype=dtype) if num_classes > 0 else nn.Identity()
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` to ``folder``; ``resnetzoo.create(folder)`` rebuilds it."""
+    def save_pretrained(self, folder: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ README.md) to ``folder``; ``resnetzoo.create(folder)``
+        rebuilds it. Keyword options (``metrics=``, ``model_card=``) are those of ``resnetzoo.hub.save_pretrained``."""
         from .hub import save_pretrained  # files are the hub module's business, not the model's
 
-        return save_pretrained(self, folder)
+        return save_pretrained(self, folder, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload to the Hugging Face Hub as ``repo_id`` ("org/name"); returns the commit URL.
+
+        ``resnetzoo.create("hf-hub:" + repo_id)`` loads it back. Keyword options (``revision``,
+        ``private``, ``token``, ``commit_message``, ``create_pr``) are those of ``resnetzoo.hub.push_to_hub``.
+        """
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
