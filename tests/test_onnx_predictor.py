@@ -1,0 +1,208 @@
+"""export/predict_onnx.py: the torch-free predictor reads its preprocessing and labels from the ONNX file alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+
+from resnetzoo.config import ModelConfig, build_model
+from resnetzoo.export import export_model
+
+REPO = Path(__file__).resolve().parents[1]
+PREDICTOR = REPO / "export" / "predict_onnx.py"
+CLASS_NAMES = ["apple", "banana", "cherry", "date"]
+EVAL_TRANSFORM = {"resize_size": 40, "crop_size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                  "interpolation": "bilinear"}
+
+# Run a script with `import torch` made impossible: a meta-path finder that refuses torch and its submodules.
+NO_TORCH_SHIM = """
+import runpy, sys
+class RefuseTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name.startswith("torchvision"):
+            raise ImportError(f"{name} is blocked: the predictor must run without torch")
+        return None
+sys.meta_path.insert(0, RefuseTorch())
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def load_predictor_module():
+    spec = importlib.util.spec_from_file_location("predict_onnx", PREDICTOR)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["predict_onnx"] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model_and_onnx(tmp_path_factory, images):
+    torch.manual_seed(0)
+    config = ModelConfig(architecture=None, num_classes=4, num_layers=[1, 1, 1, 1], class_names=CLASS_NAMES,
+                         eval_transform=dict(EVAL_TRANSFORM))
+    model = build_model(config).eval()
+    # A random head gives every image the same class. Make it a nearest-prototype classifier over four of the
+    # test images instead, so that top-1 depends on the image and a preprocessing slip would change it.
+    transform = torchvision_eval_transform()
+    with torch.no_grad():
+        batch = []
+        for path in images:
+            with Image.open(path) as image:
+                batch.append(transform(image.convert("RGB")))
+        features = model.forward_head(model.forward_features(torch.stack(batch)), pre_logits=True)
+        centred = features - features.mean(dim=0)
+        prototypes = centred[:4] / centred[:4].norm(dim=1, keepdim=True)
+        model.fc.weight.copy_(prototypes * 10.0)
+        model.fc.bias.copy_(-(prototypes * 10.0) @ features.mean(dim=0))
+    out = tmp_path_factory.mktemp("onnx")
+    export_model(model, out, formats=["onnx"], progress=False, num_verify_inputs=4)
+    return model, out / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    """Photos-like test images in the modes and shapes people actually have: RGB, greyscale, RGBA, palette."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for index, (width, height, mode) in enumerate([(64, 48, "RGB"), (45, 80, "RGB"), (40, 40, "L"), (90, 41, "RGBA"),
+                                                   (33, 57, "P"), (120, 120, "RGB")]):
+        coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+        noise = rng.integers(-20, 20, (height, width, 3))
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.int64) + noise, 0, 255).astype(np.uint8))
+        image = image.convert(mode)
+        path = folder / f"image_{index}.{'jpg' if mode in ('RGB', 'L') else 'png'}"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def torchvision_eval_transform(interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> v2.Compose:
+    """The reference preprocessing: torchvision's transforms v2, built from the same config."""
+    return v2.Compose([
+        v2.Resize(EVAL_TRANSFORM["resize_size"], interpolation=interpolation, antialias=True),
+        v2.CenterCrop(EVAL_TRANSFORM["crop_size"]),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(EVAL_TRANSFORM["mean"], EVAL_TRANSFORM["std"]),
+    ])
+
+
+@pytest.mark.parametrize("interpolation", [InterpolationMode.BILINEAR, InterpolationMode.BICUBIC])
+def test_preprocessing_equals_torchvision_transforms_v2(model_and_onnx, images, interpolation):
+    predictor = load_predictor_module()
+    classifier = predictor.OnnxClassifier(model_and_onnx[1])
+    classifier.resample = predictor._PIL_FILTERS[interpolation.value]
+    reference = torchvision_eval_transform(interpolation)
+    for path in images:
+        with Image.open(path) as image:
+            expected = reference(image.convert("RGB")).numpy()
+        np.testing.assert_allclose(classifier.load(path), expected, rtol=0, atol=1e-6, err_msg=str(path))
+
+
+def test_center_crop_pads_like_torchvision_when_the_image_is_smaller_than_the_crop():
+    predictor = load_predictor_module()
+    image = Image.fromarray(np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3))  # 3 wide, 5 high
+    ours = np.asarray(predictor.OnnxClassifier._center_crop(image, 8))
+    theirs = v2.CenterCrop(8)(v2.functional.pil_to_tensor(image)).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH_SHIM, *args], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+
+
+def test_the_shim_really_makes_torch_unimportable(tmp_path):
+    script = tmp_path / "uses_torch.py"
+    script.write_text("import torch\n")
+    process = run_without_torch(str(script))
+    assert process.returncode != 0 and "torch is blocked" in process.stderr
+
+
+def test_torch_free_predictor_gives_pytorch_top1_and_probabilities(model_and_onnx, images):
+    model, onnx_path = model_and_onnx
+    process = run_without_torch(str(PREDICTOR), str(onnx_path), str(images[0].parent), "--json", "--top-k", "4")
+    assert process.returncode == 0, process.stderr
+    results = {Path(r["path"]).name: r for r in json.loads(process.stdout)}
+    assert sorted(results) == sorted(p.name for p in images)
+
+    transform = torchvision_eval_transform()
+    batch = []
+    for path in images:
+        with Image.open(path) as image:
+            batch.append(transform(image.convert("RGB")))
+    with torch.no_grad():
+        probabilities = torch.softmax(model(torch.stack(batch)), dim=1).numpy()
+    top1 = probabilities.argmax(axis=1)
+    assert len(set(top1.tolist())) > 1, "the test images should not all get the same class"
+    for path, expected_top1, expected in zip(images, top1, probabilities, strict=True):
+        guesses = results[path.name]["top_k"]
+        assert guesses[0]["index"] == expected_top1 and guesses[0]["label"] == CLASS_NAMES[expected_top1]
+        by_index = {g["index"]: g["probability"] for g in guesses}
+        np.testing.assert_allclose([by_index[i] for i in range(4)], expected, rtol=0, atol=1e-4)
+
+
+def test_unreadable_images_are_reported_by_path_and_the_rest_are_classified(model_and_onnx, images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 this is not really a jpeg")
+    missing = tmp_path / "missing.png"
+    process = run_without_torch(str(PREDICTOR), str(model_and_onnx[1]), str(images[0]), str(broken), str(missing),
+                                "--top-k", "1")
+    assert process.returncode == 1
+    assert f"error: cannot read {broken}" in process.stderr
+    assert f"error: cannot read {missing}" in process.stderr
+    assert process.stdout.startswith(f"{images[0]}: ")
+    assert "Traceback" not in process.stderr
+
+
+def test_a_model_without_resnetzoo_metadata_is_refused_with_the_fix(model_and_onnx, images, tmp_path, capsys):
+    proto = onnx.load(str(model_and_onnx[1]))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save_model(proto, str(bare))
+    predictor = load_predictor_module()
+    assert predictor.main([str(bare), str(images[0])]) == 2
+    err = capsys.readouterr().err
+    assert "has no resnetzoo metadata" in err and "python -m resnetzoo.export" in err
+
+
+def test_a_missing_or_corrupt_model_file_is_a_clear_error(tmp_path, images, capsys):
+    predictor = load_predictor_module()
+    assert predictor.main([str(tmp_path / "nope.onnx"), str(images[0])]) == 2
+    assert "No such model file" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"garbage")
+    assert predictor.main([str(corrupt), str(images[0])]) == 2
+    assert "Cannot load" in capsys.readouterr().err
+
+
+def test_predictor_runs_a_float16_export(images, tmp_path):
+    torch.manual_seed(1)
+    config = ModelConfig(architecture=None, num_classes=4, num_layers=[1, 1, 1, 1], class_names=CLASS_NAMES,
+                         eval_transform=dict(EVAL_TRANSFORM))
+    model = build_model(config).eval()
+    export_model(model, tmp_path, formats=["onnx"], fp16=True, progress=False, num_verify_inputs=4)
+    predictor = load_predictor_module()
+    classifier = predictor.OnnxClassifier(tmp_path / "model.fp16.onnx")
+    assert classifier.input_dtype == np.float16
+    results = classifier.predict(images[:2], top_k=4)
+    transform = torchvision_eval_transform()
+    for path, result in zip(images[:2], results, strict=True):
+        with Image.open(path) as image, torch.no_grad():
+            expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0].numpy()
+        got = {g["index"]: g["probability"] for g in result["top_k"]}
+        np.testing.assert_allclose([got[i] for i in range(4)], expected, rtol=0, atol=1e-2)  # fp16 precision
