@@ -1,0 +1,291 @@
+"""The Trainer and the training CLI, on tiny models and tiny image folders (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import resnetzoo
+from resnetzoo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from resnetzoo.config import ModelConfig, build_model
+from resnetzoo.data import load_splits
+from resnetzoo.train import Trainer, TrainError, main
+
+FAST = {"device": "cpu", "num_workers": 0, "progress": False, "warmup_epochs": 0}
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: tiny models gain nothing from more, and lose a lot when other jobs share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_model(num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(architecture=None, num_classes=num_classes, num_layers=[1, 1, 1, 1]))
+
+
+def make_folder(root, num_classes=3, per_class=6, size=20, seed=0):
+    """Classes told apart by their dominant colour channel, with noise so that augmentation matters."""
+    rng = np.random.default_rng(seed)
+    for label in range(num_classes):
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
+            pixels[..., label % 3] += 150
+            path = root / f"class_{label}" / f"{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    return root
+
+
+@pytest.fixture
+def splits(tmp_path):
+    return load_splits(make_folder(tmp_path / "data"), image_size=16, val_fraction=0.34, test_fraction=0.0)
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """A fixed batch as a dataset: no augmentation, so numbers can be computed by hand."""
+
+    def __init__(self, images, labels, classes):
+        self.images, self.labels, self.classes = images, labels, classes
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.images[index], int(self.labels[index])
+
+
+def test_tiny_model_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 16, 16)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    data = TensorImages(images, labels, ["a", "b", "c", "d"])
+    trainer = Trainer({"train": data}, tiny_model(4), epochs=25, batch_size=8, lr=3e-3, label_smoothing=0.0,
+                      weight_decay=0.0, scheduler="constant", **FAST)
+    history = trainer.train()
+    assert history[-1]["train_loss"] < 0.1 * history[0]["train_loss"]
+    assert trainer.evaluate(data)["acc1"] == 1.0
+
+
+def test_evaluate_matches_a_hand_computation():
+    torch.manual_seed(1)
+    images = torch.randn(10, 3, 16, 16)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
+    data = TensorImages(images, labels, [str(i) for i in range(7)])
+    model = tiny_model(7)
+    trainer = Trainer({"train": data}, model, epochs=1, batch_size=4, lr=1e-3, eval_batch_size=3, **FAST)
+    metrics = trainer.evaluate(data)
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    ranked = logits.argsort(dim=1, descending=True)
+    expected_acc1 = (ranked[:, 0] == labels).double().mean().item()
+    expected_acc5 = (ranked[:, :5] == labels[:, None]).any(dim=1).double().mean().item()
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-5)
+    assert metrics["acc1"] == pytest.approx(expected_acc1, abs=1e-12)
+    assert metrics["acc5"] == pytest.approx(expected_acc5, abs=1e-12)
+    assert metrics["num_samples"] == 10
+    assert model.training is False  # evaluate restores the mode it found
+
+
+def test_run_folder_rebuilds_the_best_model_with_its_metadata(tmp_path, fake_published_weights):
+    record, payload = fake_published_weights("resnet18")
+    import hashlib
+
+    data = make_folder(tmp_path / "data", per_class=5, size=24)
+    model = resnetzoo.create("resnet18", pretrained=True, num_classes=3)
+    splits = load_splits(data, image_size=16, val_fraction=0.2, test_fraction=0.2, weights=model.config)
+    run = tmp_path / "run"
+    trainer = Trainer(splits, model, epochs=2, batch_size=4, lr=1e-3, out_dir=run, **FAST)
+    trainer.train()
+
+    rebuilt = resnetzoo.create(run)
+    best = trainer.best_state_dict()
+    for key, value in rebuilt.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    config = rebuilt.config
+    assert config.architecture == "resnet18" and config.num_classes == 3
+    assert config.class_names == ["class_0", "class_1", "class_2"]
+    # resnet18 has V1 weights only: resize 256 / crop 224, rescaled to the 16-pixel crop used here.
+    assert (config.eval_transform["resize_size"], config.eval_transform["crop_size"]) == (18, 16)
+    assert config.base_weights == record.full_name
+    assert config.base_weights_sha256 == hashlib.sha256(payload).hexdigest()
+    assert config.extra["training"]["lr"] == 1e-3 and config.extra["training"]["epochs"] == 2
+    metrics = config.extra["metrics"]
+    assert metrics["best_epoch"] == trainer.best["epoch"]
+    assert metrics["val"]["acc1"] == trainer.best["acc1"]
+    assert metrics["test"] == trainer.test_metrics and metrics["test"]["num_samples"] == len(splits["test"])
+    # The saved model gives the numbers recorded for it.
+    check = Trainer(splits, rebuilt, epochs=1, batch_size=4, lr=1e-3, **FAST)
+    assert check.evaluate("val")["acc1"] == pytest.approx(metrics["val"]["acc1"])
+    history = json.loads((run / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert (run / "history.csv").read_text().count("\n") == 3
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((run / "splits.json").read_text())["counts"] == {"train": 9, "val": 3, "test": 3}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _train_until(splits, out_dir, stop_after, **options):
+    """Run until ``stop_after`` epochs are checkpointed, then fail as a crash would."""
+    trainer = Trainer(splits, tiny_model(), out_dir=out_dir, **options)
+    original = trainer._save_state
+
+    def save_then_crash(stopped_early):
+        original(stopped_early)
+        if trainer.epoch == stop_after:
+            raise Interrupted
+
+    trainer._save_state = save_then_crash
+    with pytest.raises(Interrupted):
+        trainer.train()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_run_ends_with_bitwise_the_same_weights(splits, tmp_path, num_workers):
+    options = {**FAST, "num_workers": num_workers, "epochs": 3, "batch_size": 4, "lr": 2e-3, "warmup_epochs": 1,
+               "mixup_alpha": 0.4, "ema_decay": 0.9}
+    straight = Trainer(splits, tiny_model(), out_dir=tmp_path / "straight", **options)
+    straight.train()
+
+    _train_until(splits, tmp_path / "resumed", stop_after=1, **options)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT_NAME)["epoch"] == 1
+    torch.manual_seed(12345)  # whatever the process did meanwhile must not matter
+    resumed = Trainer(splits, tiny_model(seed=7), out_dir=tmp_path / "resumed", resume=True, **options)
+    resumed.train()
+
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert [row["train_loss"] for row in straight.history] == [row["train_loss"] for row in resumed.history]
+
+
+def test_resume_refuses_other_options(splits, tmp_path):
+    _train_until(splits, tmp_path / "run", stop_after=1, epochs=2, batch_size=4, lr=1e-3, **FAST)
+    with pytest.raises(TrainError, match="lr: run 0.001, now 0.002"):
+        Trainer(splits, tiny_model(), out_dir=tmp_path / "run", resume=True, epochs=2, batch_size=4, lr=2e-3, **FAST)
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(splits, tmp_path):
+    run = tmp_path / "run"
+    _train_until(splits, run, stop_after=1, epochs=2, batch_size=4, lr=1e-3, **FAST)
+    payload = (run / CHECKPOINT_NAME).read_bytes()
+    (run / CHECKPOINT_NAME).write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        Trainer(splits, tiny_model(), out_dir=run, resume=True, epochs=2, batch_size=4, lr=1e-3, **FAST)
+    (run / CHECKPOINT_NAME).unlink()
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        Trainer(splits, tiny_model(), out_dir=run, resume=True, epochs=2, batch_size=4, lr=1e-3, **FAST)
+
+
+def test_a_finished_run_is_not_overwritten_by_accident(splits, tmp_path):
+    Trainer(splits, tiny_model(), out_dir=tmp_path / "run", epochs=1, batch_size=4, lr=1e-3, **FAST).train()
+    with pytest.raises(TrainError, match="already holds a training run"):
+        Trainer(splits, tiny_model(), out_dir=tmp_path / "run", epochs=1, batch_size=4, lr=1e-3, **FAST)
+    Trainer(splits, tiny_model(), out_dir=tmp_path / "run", overwrite=True, epochs=1, batch_size=4, lr=1e-3, **FAST)
+
+
+def test_model_and_data_must_agree_on_classes(splits):
+    with pytest.raises(TrainError, match="num_classes=3"):
+        Trainer(splits, tiny_model(5), epochs=1, batch_size=4, lr=1e-3, **FAST)
+
+
+def test_unknown_or_invalid_options_are_refused(splits):
+    with pytest.raises(TypeError, match="learning_rate"):
+        Trainer(splits, tiny_model(), learning_rate=0.1, **FAST)
+    with pytest.raises(TrainError, match="optimizer"):
+        Trainer(splits, tiny_model(), optimizer="adam", **FAST)
+    with pytest.raises(TrainError, match="fp16"):
+        Trainer(splits, tiny_model(), amp="fp16", **FAST)
+
+
+def test_frozen_epochs_train_only_the_head(splits):
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(splits, model, epochs=1, freeze_epochs=1, batch_size=4, lr=1e-2, **FAST)
+    trainer.train()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # BatchNorm statistics of the backbone included
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(splits, tmp_path):
+    trainer = Trainer(splits, tiny_model(), out_dir=tmp_path / "run", epochs=6, early_stopping_patience=2,
+                      batch_size=4, lr=1e-3, **FAST)
+    # A validation score that never improves after the first epoch.
+    trainer.evaluate = lambda split="val", model=None: {"loss": 1.0, "acc1": 0.5, "acc5": 1.0, "num_samples": 6}
+    history = trainer.train()
+    assert len(history) == 3 and trainer.best["epoch"] == 1
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["stopped_early"] is True
+
+
+def test_gradient_accumulation_and_clipping_count_updates(splits):
+    trainer = Trainer(splits, tiny_model(), epochs=2, batch_size=2, grad_accum_steps=2, clip_grad_norm=0.5, lr=1e-3, **FAST)
+    trainer.train()
+    steps = len(trainer.train_loader)
+    assert trainer.global_step == 2 * ((steps + 1) // 2)
+
+
+def test_clipping_bounds_the_update(splits):
+    """With SGD without momentum, one update moves the weights by at most lr * max_norm."""
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(splits, model, epochs=1, batch_size=32, clip_grad_norm=1e-3, lr=1.0, optimizer="sgd", momentum=0.0,
+                      weight_decay=0.0, scheduler="constant", **FAST)
+    trainer.train()
+    assert trainer.global_step == 1
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before, strict=True)])
+    assert moved.norm().item() <= 1e-3 * (1 + 1e-4)
+
+
+def test_ema_weights_are_evaluated_and_saved(splits, tmp_path):
+    trainer = Trainer(splits, tiny_model(), out_dir=tmp_path / "run", epochs=2, batch_size=4, lr=5e-3, ema_decay=0.5, **FAST)
+    trainer.train()
+    saved = resnetzoo.create(tmp_path / "run").state_dict()
+    best = trainer.best_state_dict()
+    assert all(torch.equal(saved[k], best[k]) for k in saved)
+    assert not all(torch.equal(trainer.ema.module.state_dict()[k], trainer.model.state_dict()[k]) for k in saved)
+
+
+def test_train_cli_end_to_end(tmp_path, fake_published_weights, capsys):
+    fake_published_weights("resnet18")
+    data = make_folder(tmp_path / "data", per_class=5, size=24)
+    run = tmp_path / "run"
+    status = main(["--data", str(data), "--model", "resnet18", "--pretrained", "--epochs", "1", "--batch-size", "4",
+                   "--lr", "1e-3", "--image-size", "16", "--device", "cpu", "--out", str(run), "--num-workers", "0",
+                   "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"])
+    assert status == 0
+    assert "Test acc@1" in capsys.readouterr().out
+    model = resnetzoo.create(run)
+    assert model.config.class_names == ["class_0", "class_1", "class_2"]
+    assert model.config.base_weights == "resnet18.IMAGENET1K_V1"
+    # --resume of a finished run completes at once; the CLI rebuilds the model from the checkpoint.
+    assert main(["--data", str(data), "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--image-size", "16",
+                 "--device", "cpu", "--out", str(run), "--num-workers", "0", "--no-progress", "--resume",
+                 "--val-fraction", "0.2", "--test-fraction", "0.2"]) == 0
+    # A clear error, not a traceback, for a folder that is not there.
+    assert main(["--data", str(tmp_path / "missing"), "--model", "resnet18", "--out", str(tmp_path / "r2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--data", "--model", "--pretrained", "--epochs", "--batch-size", "--lr", "--image-size", "--device",
+                   "--out", "--resume", "--ema-decay", "--mixup-alpha", "--freeze-epochs", "--patience", "--amp"):
+        assert option in text
