@@ -1,0 +1,783 @@
+"""Inference throughput of resnetzoo against torchvision: same machine, same weights, same run.
+
+    python benchmarks/throughput.py --models resnet18 resnet50 --batch-sizes 1 8 256 --device cpu \\
+        --precision fp32 bf16 --image-size 224 --out benchmarks/results/my-run
+    python benchmarks/throughput.py --quick --out /tmp/bench        # ~1 minute on 2 CPU cores
+
+Backends, all holding torchvision's weights (random init from a fixed seed, or ``--pretrained``):
+torchvision eager (the baseline), resnetzoo eager, resnetzoo ``optimize_for_inference`` (BN folded +
+channels_last + the precision's dtype), the same under ``torch.compile``, TorchScript (traced and frozen),
+and ONNX Runtime (CPU provider; CUDA and TensorRT providers on ``--device cuda``). Before any timing,
+each backend's logits are compared with torchvision's fp32 eager logits; a backend beyond its dtype's
+tolerance (``resnetzoo.optimize.LOGIT_TOLERANCE``) is reported as failed and the script exits with 1.
+
+Timing: warm-up, then ``--rounds`` rounds that visit every backend in turn (so a burst of load from
+other processes hits all backends alike), each round running enough iterations to fill
+``--min-time / --rounds`` seconds. CUDA backends are timed with CUDA events; ONNX Runtime and CPU
+backends with ``time.perf_counter`` (an ONNX Runtime run returns only when its GPU work is done).
+Writes ``results.json``, ``results.md`` and ``throughput.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import gc
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from tqdm.auto import tqdm
+
+import resnetzoo
+from resnetzoo.optimize import LOGIT_TOLERANCE, logit_error, optimize_for_inference
+from resnetzoo.profile import count_macs
+
+logger = logging.getLogger("benchmarks.throughput")
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BASELINE = "torchvision"
+TORCH_BACKENDS = ["torchvision", "resnetzoo", "resnetzoo-optimized", "resnetzoo-compiled", "torchscript"]
+ORT_BACKENDS = {"onnxruntime-cpu": "CPUExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider",
+                "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
+ALL_BACKENDS = TORCH_BACKENDS + list(ORT_BACKENDS)
+DEFAULT_BACKENDS = {"cpu": TORCH_BACKENDS + ["onnxruntime-cpu"],
+                    "cuda": TORCH_BACKENDS + ["onnxruntime-cuda", "onnxruntime-tensorrt"]}
+# torch.compile on 2 CPU cores takes about a minute per model and shape: too slow for --quick.
+QUICK_BACKENDS = [b for b in DEFAULT_BACKENDS["cpu"] if b != "resnetzoo-compiled"]
+SEED = 0
+
+
+class Skip(Exception):
+    """This backend cannot run this configuration (e.g. bf16 in ONNX Runtime); not a failure."""
+
+
+@dataclass
+class Backend:
+    name: str
+    run: Callable[[torch.Tensor], torch.Tensor]
+    build_s: float = 0.0
+    # ONNX Runtime blocks the host until its GPU work is done, so CUDA events on torch's stream cannot see it.
+    host_timed: bool = False
+    peak_memory_mb: float | None = None
+    memory_delta_mb: float | None = None
+    iterations_per_round: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    model: str
+    precision: str
+    batch_size: int
+    backend: str
+    status: str  # ok | failed | skipped
+    reason: str = ""
+    logit_error: float | None = None
+    tolerance: float | None = None
+    top1_agreement: float | None = None
+    images_per_s: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_p99_ms: float | None = None
+    iterations: int = 0
+    peak_memory_mb: float | None = None
+    memory_delta_mb: float | None = None
+    gflops_per_s: float | None = None
+    speedup_vs_torchvision: float | None = None
+    build_s: float | None = None
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Machine description
+
+
+def cpu_description() -> dict[str, Any]:
+    info: dict[str, Any] = {"name": platform.processor() or platform.machine(), "logical_cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    info["name"] = fields.get("model name", info["name"])
+    info["family_model_stepping"] = f"{fields.get('cpu family')}/{fields.get('model')}/{fields.get('stepping')}"
+    flags = set(fields.get("flags", "").split())
+    # The instructions that decide which precision can be fast on this CPU.
+    info["flags"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile"})
+    return info
+
+
+def device_description(device: torch.device) -> dict[str, Any]:
+    description = {"type": device.type, "cpu": cpu_description(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        description.update(name=properties.name, memory_gb=round(properties.total_memory / 2**30, 1),
+                           capability=f"{properties.major}.{properties.minor}", cuda=torch.version.cuda,
+                           cudnn=torch.backends.cudnn.version())
+    else:
+        description["name"] = description["cpu"]["name"]
+    return description
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "resnetzoo": resnetzoo.__version__}
+    for module in ("onnxruntime", "numpy", "onnx"):
+        with contextlib.suppress(ImportError):
+            versions[module] = __import__(module).__version__
+    return versions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory
+
+
+class PeakRss:
+    """Samples this process's resident memory in a thread; ``peak_mb`` is the largest value seen.
+
+    ``ru_maxrss`` would be simpler, but it only ever grows over the process's life, so it cannot tell
+    one backend's peak from the previous one's.
+    """
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.start_mb = self._rss_mb()
+        self.peak_mb = self.start_mb
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss_mb(self) -> float:
+        return self._process.memory_info().rss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+            self._stop.wait(self._interval_s)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+
+@contextlib.contextmanager
+def measure_memory(device: torch.device, backend_holder: dict[str, Backend]) -> Iterator[None]:
+    """Peak memory while a backend is built, checked and warmed up; stored on ``backend_holder['backend']``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        yield
+        torch.cuda.synchronize(device)
+        backend = backend_holder.get("backend")
+        if backend is not None and not backend.name.startswith("onnxruntime"):
+            # Only what this backend added: its weights copy, activations and workspaces.
+            backend.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
+            backend.memory_delta_mb = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        return
+    try:
+        sampler = PeakRss()
+    except ImportError:  # psutil is a dev dependency; the benchmark still runs without memory numbers
+        yield
+        return
+    with sampler:
+        yield
+    backend = backend_holder.get("backend")
+    if backend is not None:
+        backend.peak_memory_mb = sampler.peak_mb
+        backend.memory_delta_mb = sampler.peak_mb - sampler.start_mb
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backends
+
+
+@dataclass
+class Context:
+    name: str
+    torchvision_model: torch.nn.Module
+    resnetzoo_model: torch.nn.Module
+    device: torch.device
+    precision: str
+    images: torch.Tensor
+    compile_mode: str
+    onnx_dir: Path | None
+    onnx_cache: dict[tuple[str, str], Path]
+    work_dir: Path
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+
+def _eager(model: torch.nn.Module, ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    model = copy.deepcopy(model).eval()
+    if ctx.precision == "fp32":
+        return model
+    # Eager reduced precision is what most people run: autocast (AMP) over fp32 weights.
+    dtype, device_type = ctx.dtype, ctx.device.type
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=dtype):
+            return model(images)
+
+    return run
+
+
+def build_torchvision(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    return _eager(ctx.torchvision_model, ctx)
+
+
+def build_resnetzoo(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    return _eager(ctx.resnetzoo_model, ctx)
+
+
+def build_optimized(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    return optimize_for_inference(ctx.resnetzoo_model, dtype=None if ctx.precision == "fp32" else ctx.dtype)
+
+
+def build_compiled(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    dtype = None if ctx.precision == "fp32" else ctx.dtype
+    return optimize_for_inference(ctx.resnetzoo_model, dtype=dtype, compile=ctx.compile_mode)
+
+
+@contextlib.contextmanager
+def quiet_jit() -> Iterator[None]:
+    # torch 2.14 deprecates torch.jit.* in favour of torch.compile/torch.export with a FutureWarning per call;
+    # TorchScript is still what many C++ deployments load, so we measure it anyway.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        yield
+
+
+def build_torchscript(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    # Trace the plain eval model (cast and channels_last, but not BN-folded: torch.jit.freeze folds BN itself).
+    model = copy.deepcopy(ctx.resnetzoo_model).eval().to(ctx.dtype).to(memory_format=torch.channels_last)
+    example = ctx.images.to(ctx.dtype).contiguous(memory_format=torch.channels_last)
+    with quiet_jit(), torch.no_grad():
+        scripted = torch.jit.freeze(torch.jit.trace(model, example))
+    dtype = ctx.dtype
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with quiet_jit():
+            return scripted(images.to(dtype).contiguous(memory_format=torch.channels_last))
+
+    return run
+
+
+def onnx_file(ctx: Context) -> Path:
+    """The model's ONNX file: from ``--onnx-dir`` when given, else exported once per model and dtype."""
+    half = ctx.precision == "fp16"
+    file_names = ["model.fp16.onnx"] if half else ["model.onnx"]
+    if ctx.onnx_dir is not None:
+        candidates = [ctx.onnx_dir / ctx.name / n for n in file_names] + [
+            ctx.onnx_dir / f"{ctx.name}{'.fp16' if half else ''}.onnx"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise Skip(f"no pre-exported file for {ctx.name} in {ctx.onnx_dir} (looked for "
+                   f"{', '.join(str(c.relative_to(ctx.onnx_dir)) for c in candidates)})")
+    key = (ctx.name, ctx.precision)
+    if key not in ctx.onnx_cache:
+        from resnetzoo.export import export_model
+
+        out_dir = ctx.work_dir / "onnx" / ctx.name
+        # verify=False: the benchmark runs its own, stricter parity check against torchvision right after.
+        model = copy.deepcopy(ctx.resnetzoo_model).cpu().eval()
+        export_model(model, out_dir, formats=["onnx"], image_size=ctx.images.shape[-1], fp16=half, verify=False,
+                     progress=False)
+        ctx.onnx_cache[key] = out_dir / file_names[0]
+    return ctx.onnx_cache[key]
+
+
+def build_onnxruntime(ctx: Context, provider: str) -> Backend:
+    import numpy as np
+    import onnxruntime as ort
+
+    if ctx.precision == "bf16":
+        raise Skip("ONNX Runtime has no bf16 convolution kernels")
+    if provider == "CPUExecutionProvider" and ctx.device.type != "cpu":
+        raise Skip("the CPU provider is benchmarked with --device cpu")
+    if provider != "CPUExecutionProvider" and ctx.device.type != "cuda":
+        raise Skip(f"{provider} needs --device cuda")
+    if ctx.precision == "fp16" and provider == "CPUExecutionProvider":
+        raise Skip("ONNX Runtime's CPU provider runs fp16 convolutions by casting to fp32; not a fast path")
+    if provider not in ort.get_available_providers():
+        raise Skip(f"{provider} is not in this onnxruntime build")
+    path = onnx_file(ctx)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Same thread budget as torch, so the comparison is about kernels, not core counts.
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    provider_options: dict[str, Any] = {}
+    if provider == "TensorrtExecutionProvider":
+        provider_options = {"trt_fp16_enable": ctx.precision == "fp16", "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(ctx.work_dir / "trt_cache")}
+    if provider != "CPUExecutionProvider":
+        provider_options["device_id"] = ctx.device.index or 0
+    providers = [(provider, provider_options)] if provider_options else [provider]
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    if session.get_providers()[0] != provider:
+        # ORT falls back to the CPU provider silently when a GPU provider's libraries are missing.
+        raise Skip(f"{provider} could not start (missing CUDA/cuDNN/TensorRT libraries?); "
+                   f"session fell back to {session.get_providers()}")
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+    half = ctx.precision == "fp16"
+
+    if provider == "CPUExecutionProvider":
+        def run(images: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run([output_name], {input_name: images.numpy()})[0])
+
+        return Backend("", run, host_timed=True)
+
+    # GPU providers: bind torch's CUDA buffers directly, so no host round trip is timed (io binding).
+    element_type = np.float16 if half else np.float32
+    out_dtype = torch.float16 if half else torch.float32
+    device_id = ctx.device.index or 0
+    binding = session.io_binding()
+
+    def run_cuda(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(out_dtype).contiguous()
+        output = torch.empty((images.shape[0], ctx.resnetzoo_model.num_classes), dtype=out_dtype, device=ctx.device)
+        torch.cuda.current_stream(ctx.device).synchronize()  # ORT runs on its own stream
+        binding.bind_input(input_name, "cuda", device_id, element_type, tuple(images.shape), images.data_ptr())
+        binding.bind_output(output_name, "cuda", device_id, element_type, tuple(output.shape), output.data_ptr())
+        session.run_with_iobinding(binding)
+        return output
+
+    return Backend("", run_cuda, host_timed=True)
+
+
+BUILDERS: dict[str, Callable[[Context], Any]] = {
+    "torchvision": build_torchvision,
+    "resnetzoo": build_resnetzoo,
+    "resnetzoo-optimized": build_optimized,
+    "resnetzoo-compiled": build_compiled,
+    "torchscript": build_torchscript,
+    **{name: (lambda ctx, p=provider: build_onnxruntime(ctx, p)) for name, provider in ORT_BACKENDS.items()},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Timing
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_iterations(backend: Backend, images: torch.Tensor, iterations: int, device: torch.device) -> list[float]:
+    """Per-iteration latencies in milliseconds."""
+    if device.type == "cuda" and not backend.host_timed:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(iterations)]
+        synchronize(device)
+        for start, end in events:
+            start.record()
+            backend.run(images)
+            end.record()
+        synchronize(device)  # one sync at the end: per-iteration syncs would add host latency to GPU time
+        return [start.elapsed_time(end) for start, end in events]
+    latencies = []
+    synchronize(device)
+    for _ in range(iterations):
+        start = time.perf_counter()
+        backend.run(images)
+        synchronize(device)
+        latencies.append((time.perf_counter() - start) * 1e3)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def make_models(name: str, pretrained: str | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(torchvision model, resnetzoo model) holding identical weights, in eval mode on the CPU."""
+    if pretrained:
+        ours = resnetzoo.create(name, pretrained=pretrained)
+    else:
+        torch.manual_seed(SEED)
+        ours = resnetzoo.create(name)
+    reference = torchvision.models.get_model(name, weights=None, num_classes=ours.num_classes)
+    # One state dict for both: the torchvision model gets exactly our weights (strict: no key left out).
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    return reference.eval(), ours.eval()
+
+
+def configure_precision(device: torch.device) -> None:
+    if device.type == "cuda":
+        # fp32 means fp32: TF32 convolutions would be ~1e-3 off and make "fp32" mean different things per GPU.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True  # every backend gets cuDNN's fastest algorithm for its shapes
+
+
+def check_backend(backend: Backend, images: torch.Tensor, reference: torch.Tensor, precision: str,
+                  perturb: str | None) -> tuple[float, float, float]:
+    output = backend.run(images)
+    if isinstance(output, torch.Tensor):
+        output = output.detach().float().clone()
+    if perturb == backend.name:
+        # Debug hook (--debug-perturb): the test suite uses it to prove that divergence is caught.
+        output = output + 1e-2 * max(1.0, reference.abs().max().item())
+    error = logit_error(output, reference)
+    tolerance = LOGIT_TOLERANCE[PRECISIONS[precision]]
+    agreement = (output.cpu().argmax(1) == reference.cpu().argmax(1)).float().mean().item()
+    return error, tolerance, agreement
+
+
+def benchmark(args: argparse.Namespace) -> list[Row]:
+    device = torch.device(args.device)
+    configure_precision(device)
+    out_dir = Path(args.out)
+    rows: list[Row] = []
+    onnx_cache: dict[tuple[str, str], Path] = {}
+    configs = [(m, p, b) for m in args.models for p in args.precision for b in args.batch_sizes]
+    total_steps = len(configs) * len(args.backends) * (1 + args.rounds)
+    progress = tqdm(total=total_steps, desc="benchmark", unit="step", disable=args.no_progress, file=sys.stderr)
+    # Backends are built outside inference mode (torch.export and tracing refuse inference tensors); every
+    # forward pass (checks, warm-up, timing) runs inside it.
+    with tempfile.TemporaryDirectory(prefix="resnetzoo-bench-") as scratch:
+        work_dir = out_dir if args.keep_onnx else Path(scratch)
+        for name in args.models:
+            tv_model, rz_model = make_models(name, args.pretrained)
+            tv_model.to(device)
+            rz_model.to(device)
+            macs = count_macs(rz_model, args.image_size)
+            for precision in args.precision:
+                for batch_size in args.batch_sizes:
+                    generator = torch.Generator().manual_seed(SEED + batch_size)
+                    images = torch.randn(batch_size, 3, args.image_size, args.image_size, generator=generator)
+                    images = images.to(device)
+                    with torch.inference_mode():
+                        reference = tv_model(images).float()
+                    ctx = Context(name, tv_model, rz_model, device, precision, images, args.compile_mode,
+                                  args.onnx_dir, onnx_cache, work_dir)
+                    rows += run_config(ctx, args, reference, macs, progress)
+                    gc.collect()
+            del tv_model, rz_model
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    progress.close()
+    return rows
+
+
+def run_config(ctx: Context, args: argparse.Namespace, reference: torch.Tensor, macs: int,
+               progress: tqdm) -> list[Row]:
+    batch_size = ctx.images.shape[0]
+    label = f"{ctx.name} {ctx.precision} b{batch_size}"
+    rows: dict[str, Row] = {}
+    backends: list[Backend] = []
+    for backend_name in args.backends:
+        progress.set_description(f"{label} build {backend_name}")
+        row = Row(ctx.name, ctx.precision, batch_size, backend_name, status="ok")
+        rows[backend_name] = row
+        holder: dict[str, Backend] = {}
+        try:
+            with measure_memory(ctx.device, holder):
+                start = time.perf_counter()
+                built = BUILDERS[backend_name](ctx)
+                backend = built if isinstance(built, Backend) else Backend(backend_name, built)
+                backend.name = backend_name
+                holder["backend"] = backend
+                with torch.inference_mode():
+                    # The check doubles as the first warm-up call (and triggers torch.compile's compilation).
+                    row.logit_error, row.tolerance, row.top1_agreement = check_backend(
+                        backend, ctx.images, reference, ctx.precision, args.debug_perturb)
+                    backend.build_s = time.perf_counter() - start
+                    for _ in range(args.warmup):
+                        backend.run(ctx.images)
+                    synchronize(ctx.device)
+        except Skip as reason:
+            row.status, row.reason = "skipped", str(reason)
+            progress.update(1 + args.rounds)
+            continue
+        except Exception as error:  # a backend that crashes is a result to report, not a reason to stop the run
+            logger.exception("%s: %s failed", label, backend_name)
+            row.status, row.reason = "failed", f"{type(error).__name__}: {error}"
+            progress.update(1 + args.rounds)
+            continue
+        row.build_s = backend.build_s
+        row.peak_memory_mb, row.memory_delta_mb = backend.peak_memory_mb, backend.memory_delta_mb
+        if row.logit_error > row.tolerance:
+            row.status = "failed"
+            row.reason = f"logits differ from torchvision by {row.logit_error:.2e} > tolerance {row.tolerance:.0e}"
+            progress.update(1 + args.rounds)
+            continue
+        backends.append(backend)
+        progress.update(1)
+
+    with torch.inference_mode():
+        time_backends(ctx, args, backends, progress, label)
+
+    for backend in backends:
+        row = rows[backend.name]
+        latencies = backend.latencies_ms
+        row.iterations = len(latencies)
+        row.latency_p50_ms = percentile(latencies, 50)
+        row.latency_p90_ms = percentile(latencies, 90)
+        row.latency_p99_ms = percentile(latencies, 99)
+        row.images_per_s = batch_size / (row.latency_p50_ms / 1e3)
+        row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
+    baseline = rows.get(BASELINE)
+    if baseline is not None and baseline.images_per_s:
+        for row in rows.values():
+            if row.images_per_s:
+                row.speedup_vs_torchvision = row.images_per_s / baseline.images_per_s
+    return list(rows.values())
+
+
+def time_backends(ctx: Context, args: argparse.Namespace, backends: list[Backend], progress: tqdm, label: str) -> None:
+    """Fill each backend's ``latencies_ms``, visiting the backends in turn for ``args.rounds`` rounds."""
+    # Iterations per round from two timed calls of each backend: enough to fill min_time over all rounds.
+    for backend in backends:
+        single = statistics.median(time_iterations(backend, ctx.images, 2, ctx.device))
+        per_round = math.ceil(args.min_time * 1e3 / max(single, 1e-3) / args.rounds)
+        backend.iterations_per_round = max(args.min_iterations, min(per_round, args.max_iterations))
+    for round_index in range(args.rounds):
+        for backend in backends:
+            progress.set_description(f"{label} time {backend.name} ({round_index + 1}/{args.rounds})")
+            backend.latencies_ms += time_iterations(backend, ctx.images, backend.iterations_per_round, ctx.device)
+            progress.update(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| model | precision | batch | backend | images/s | x torchvision | p50 ms | p90 ms | p99 ms | GFLOP/s "
+             "| peak MB | +MB | logit err | top-1 agree | status |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        status = r.status if r.status == "ok" else f"**{r.status}**: {r.reason}"
+        lines.append(
+            f"| {r.model} | {r.precision} | {r.batch_size} | {r.backend} | {_fmt(r.images_per_s, ',.1f')} "
+            f"| {_fmt(r.speedup_vs_torchvision, '.2f')} | {_fmt(r.latency_p50_ms, '.2f')} | {_fmt(r.latency_p90_ms, '.2f')} "
+            f"| {_fmt(r.latency_p99_ms, '.2f')} | {_fmt(r.gflops_per_s, ',.1f')} | {_fmt(r.peak_memory_mb, ',.0f')} "
+            f"| {_fmt(r.memory_delta_mb, ',.0f')} | {_fmt(r.logit_error, '.1e')} | {_fmt(r.top1_agreement, '.3f')} "
+            f"| {status} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
+    device = report["device"]
+    settings = report["settings"]
+    memory = ("CUDA max allocated while the backend was built, checked and warmed up; +MB is what it added"
+              if device["type"] == "cuda" else
+              "peak process RSS while the backend was built, checked and warmed up; +MB is the rise during that time")
+    lines = [
+        f"# Inference throughput on {device['name']}",
+        "",
+        f"- Date: {report['started_at']}; duration {report['duration_s']:.0f} s",
+        f"- Command: `{report['command']}`",
+        f"- Device: {device['name']} ({device['type']}), torch threads {device['torch_threads']}; "
+        f"CPU {device['cpu']['name']} ({device['cpu'].get('logical_cores')} logical cores, "
+        f"flags {', '.join(device['cpu'].get('flags', [])) or 'n/a'})",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        f"- Settings: image size {settings['image_size']}, weights {settings['weights']}, compile mode "
+        f"{settings['compile_mode']}, {settings['rounds']} interleaved rounds, >= {settings['min_time']} s per backend",
+        f"- images/s from the median latency; memory: {memory}. Logit error: max|diff| / max(1, max|reference|) "
+        "against torchvision fp32 eager.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path, title: str) -> None:
+    """One panel per model and precision: speed-up over torchvision eager for each backend and batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.model, r.precision) for r in rows}, key=lambda g: (g[0], list(PRECISIONS).index(g[1])))
+    backends = [b for b in ALL_BACKENDS if any(r.backend == b and r.images_per_s for r in rows)]
+    figure, axes = plt.subplots(1, max(1, len(groups)), figsize=(max(6.0, 4.5 * len(groups)), 4.5), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for axis, (model, precision) in zip(axes[0], groups, strict=False):
+        batch_sizes = sorted({r.batch_size for r in rows if (r.model, r.precision) == (model, precision)})
+        width = 0.8 / max(1, len(backends))
+        for index, backend in enumerate(backends):
+            values = []
+            for batch_size in batch_sizes:
+                match = [r for r in rows if (r.model, r.precision, r.batch_size, r.backend)
+                         == (model, precision, batch_size, backend)]
+                values.append(match[0].speedup_vs_torchvision or 0.0 if match else 0.0)
+            positions = [i + (index - (len(backends) - 1) / 2) * width for i in range(len(batch_sizes))]
+            axis.bar(positions, values, width, label=backend, color=colors(index))
+        axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        axis.set_xticks(range(len(batch_sizes)), [f"batch {b}" for b in batch_sizes])
+        axis.set_title(f"{model}, {precision}")
+        axis.set_ylabel("speed-up over torchvision eager (images/s ratio)")
+    axes[0][0].legend(fontsize="small", loc="upper left")
+    figure.suptitle(title, fontsize="medium")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_reports(out_dir: Path, report: dict[str, Any], rows: list[Row]) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "png": out_dir / "throughput.png"}
+    paths["json"].write_text(json.dumps({**report, "results": [asdict(r) for r in rows]}, indent=2) + "\n")
+    paths["markdown"].write_text(markdown_report(report, rows))
+    plot(rows, paths["png"], f"{report['device']['name']}, torch {report['versions']['torch']}")
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/throughput.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--models", nargs="+", help="registered model names (default: resnet18 resnet50; quick: resnet18)")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, help="default: 1 8 256 (quick: 1 2)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), help="default: fp32")
+    parser.add_argument("--image-size", type=int, help="input height and width (default: 224; quick: 64)")
+    parser.add_argument("--backends", nargs="+", choices=ALL_BACKENDS, help="default: every backend for the device")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run, ~1 minute on 2 CPU cores: resnet18, 64 px, batch 1 and 2, short timing, no torch.compile")
+    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, results.md and throughput.png")
+    parser.add_argument("--pretrained", metavar="TAG", help="torchvision weights tag (cached or downloadable) instead of "
+                        "random init; needed for meaningful top-1 agreement and with pre-exported ONNX files")
+    parser.add_argument("--onnx-dir", type=Path, help="pre-exported ONNX files: DIR/<model>/model.onnx (the layout of "
+                        "python -m resnetzoo.export) or DIR/<model>.onnx; they must hold the same weights")
+    parser.add_argument("--keep-onnx", action="store_true", help="keep the exported ONNX files under OUT/onnx/")
+    parser.add_argument("--compile-mode", help="torch.compile mode (default: 'default' on CPU, 'max-autotune' on CUDA)")
+    parser.add_argument("--threads", type=int, help="torch and ONNX Runtime intra-op threads (default: torch's)")
+    parser.add_argument("--warmup", type=int, help="warm-up iterations after the check (default: 5; quick: 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved timing rounds over all backends (default: 10; quick: 4)")
+    parser.add_argument("--min-time", type=float, help="seconds of timing per backend (default: 10; quick: 1)")
+    parser.add_argument("--min-iterations", type=int, default=3, help="at least this many iterations per round")
+    parser.add_argument("--max-iterations", type=int, default=1000, help="at most this many iterations per round")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # Test hook: shift one backend's logits so that the divergence check must fail.
+    parser.add_argument("--debug-perturb", metavar="BACKEND", help=argparse.SUPPRESS)
+    return parser
+
+
+def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    quick = args.quick
+    defaults = {
+        "models": ["resnet18"] if quick else ["resnet18", "resnet50"],
+        "batch_sizes": [1, 2] if quick else [1, 8, 256],
+        "precision": ["fp32"],
+        "image_size": 64 if quick else 224,
+        "warmup": 2 if quick else 5,
+        "rounds": 4 if quick else 10,
+        "min_time": 1.0 if quick else 10.0,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    device = torch.device(args.device)
+    if device.type not in DEFAULT_BACKENDS:
+        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA device (torch.cuda.is_available() is False); use --device cpu")
+    if args.backends is None:
+        args.backends = QUICK_BACKENDS if quick and device.type == "cpu" else DEFAULT_BACKENDS[device.type]
+    elif BASELINE not in args.backends:
+        args.backends = [BASELINE, *args.backends]  # ratios need the baseline measured in the same run
+    args.compile_mode = args.compile_mode or ("max-autotune" if device.type == "cuda" else "default")
+    unknown = [m for m in args.models if m not in resnetzoo.list_models()]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {resnetzoo.list_models()}")
+    if any(b < 1 for b in args.batch_sizes) or args.image_size < 32 or args.rounds < 1 or args.min_time <= 0:
+        parser.error("batch sizes must be >= 1, --image-size >= 32, --rounds >= 1 and --min-time > 0")
+    if args.onnx_dir is not None and not args.onnx_dir.is_dir():
+        parser.error(f"--onnx-dir {args.onnx_dir} is not a folder")
+    if args.debug_perturb is not None and args.debug_perturb not in args.backends:
+        parser.error(f"--debug-perturb {args.debug_perturb} is not among the backends {args.backends}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = resolve_args(parser.parse_args(argv), parser)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    rows = benchmark(args)
+    report = {
+        "command": " ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": started.isoformat(timespec="seconds"),
+        "duration_s": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
+        "device": device_description(device),
+        "versions": library_versions(),
+        "settings": {
+            "models": args.models, "batch_sizes": args.batch_sizes, "precision": args.precision,
+            "image_size": args.image_size, "backends": args.backends, "compile_mode": args.compile_mode,
+            "weights": args.pretrained or f"random init (torch.manual_seed({SEED}))", "warmup": args.warmup,
+            "rounds": args.rounds, "min_time": args.min_time, "quick": args.quick,
+            "onnx_dir": str(args.onnx_dir) if args.onnx_dir else None,
+            "tolerances": {name: LOGIT_TOLERANCE[dtype] for name, dtype in PRECISIONS.items()},
+        },
+    }
+    failed = [r for r in rows if r.status == "failed"]
+    report["failed"] = [f"{r.model} {r.precision} b{r.batch_size} {r.backend}: {r.reason}" for r in failed]
+    paths = write_reports(args.out, report, rows)
+    print(markdown_table(rows))
+    print("\nWrote " + ", ".join(str(p) for p in paths.values()))
+    if failed:
+        print(f"\n{len(failed)} backend(s) FAILED:", *report["failed"], sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
