@@ -1,0 +1,103 @@
+"""predict(), the prediction grid and the predict CLI, on a tiny run folder made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnetzoo
+from resnetzoo import plots
+from resnetzoo.config import ModelConfig, build_model
+from resnetzoo.data import BrokenImageError, load_splits
+from resnetzoo.predict import Prediction, draw_prediction_grid, main, predict
+from resnetzoo.train import Trainer
+from resnetzoo.transforms import eval_transform
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder trained for one epoch on three colour classes."""
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["red", "green", "blue"]):
+        for i in range(4):
+            pixels = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
+            pixels[..., label] += 180
+            (root / "data" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / "data" / name / f"{i}.png")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture=None, num_classes=3, num_layers=[1, 1, 1, 1]))
+    splits = load_splits(root / "data", image_size=16, val_fraction=0.25, test_fraction=0.0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    Trainer(splits, model, device="cpu", epochs=1, batch_size=4, lr=1e-3, num_workers=0, progress=False,
+            out_dir=root / "run").train()
+    torch.set_num_threads(previous)
+    return root
+
+
+def test_predictions_are_the_softmax_of_the_saved_model(run):
+    files = sorted((run / "data").rglob("*.png"))[:5]
+    predictions = predict(run / "run", files, topk=2)
+    model = resnetzoo.create(run / "run").eval()
+    transform = eval_transform(model.config)
+    with torch.no_grad():
+        probabilities = model(torch.stack([transform(Image.open(f).convert("RGB")) for f in files])).softmax(1)
+    for prediction, row, file in zip(predictions, probabilities, files, strict=True):
+        values, indices = row.topk(2)
+        assert prediction.source == str(file)
+        assert prediction.indices == indices.tolist()
+        assert prediction.labels == [["blue", "green", "red"][i] for i in indices.tolist()]
+        np.testing.assert_allclose(prediction.probabilities, values.numpy(), atol=1e-6)
+    assert len(predict(run / "run", files[:1], topk=10)[0].labels) == 3  # at most the number of classes
+
+
+def test_a_broken_image_is_named_in_the_error(run, tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(BrokenImageError, match="bad.jpg"):
+        predict(run / "run", [tmp_path / "bad.jpg"])
+
+
+def test_grid_titles_show_prediction_truth_and_correctness(monkeypatch, tmp_path):
+    seen = {}
+
+    def capture(images, titles, path, colors=None, ncols=None):
+        seen.update(images=images, titles=titles, colors=colors)
+        return path
+
+    monkeypatch.setattr(plots, "plot_image_grid", capture)
+    images = [Image.new("RGB", (8, 8), c) for c in ("red", "blue", "gray")]
+    predictions = [Prediction("a", ["red"], [0], [0.9], "red"), Prediction("b", ["red"], [0], [0.6], "blue"),
+                   Prediction("c", ["green"], [1], [0.5])]
+    draw_prediction_grid(images, predictions, tmp_path / "grid.png")
+    assert seen["titles"] == ["red (90%)\ntrue: red", "red (60%)\ntrue: blue", "green (50%)"]
+    assert seen["colors"] == ["green", "red", "black"]
+
+
+def test_predict_cli_prints_topk_and_draws_the_grid(run, tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    grid = tmp_path / "predictions.png"
+    status = main([str(run / "run"), str(run / "data"), str(tmp_path / "bad.png"), "--topk", "2", "--grid", str(grid)])
+    captured = capsys.readouterr()
+    assert status == 1  # one image could not be read; the others were still classified
+    assert "bad.png" in captured.err
+    assert captured.out.count("%") == 2 * 12
+    assert "(true: red)" in captured.out and "acc@1 on 12 labelled images" in captured.out
+    with Image.open(grid) as figure:
+        assert figure.format == "PNG" and figure.width > 300
+
+
+def test_predict_cli_with_a_missing_model_is_a_clear_error(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    assert main([str(tmp_path / "no-run"), str(tmp_path / "x.png")]) == 2
+    assert "error:" in capsys.readouterr().err
