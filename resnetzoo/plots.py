@@ -64,9 +64,14 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) 
             acc_axis.plot(epochs, values, style, label=label, markersize=3)
     loss_axis.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     acc_axis.set(title="Accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
-    for axis in (loss_axis, acc_axis):
+    from matplotlib.ticker import MaxNLocator
+
+    for axis, corner in ((loss_axis, "upper right"), (acc_axis, "lower right")):
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(loc=corner)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Training loss includes label smoothing (and mixup); validation loss is plain cross-entropy.
+    loss_axis.set_title("Loss (train: with label smoothing/mixup)", fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
 
