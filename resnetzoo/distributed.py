@@ -18,7 +18,7 @@ import torch.distributed as dist
 from .errors import ResnetzooError
 
 __all__ = ["DistributedContext", "DistributedError", "init_distributed", "resolve_device", "all_reduce_sum",
-           "broadcast_object", "all_gather_object", "barrier", "cleanup"]
+           "broadcast_object", "all_gather_object", "broadcast_tensors", "barrier", "cleanup"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,13 @@ def all_gather_object(value: object) -> list[object]:
     gathered: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def broadcast_tensors(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], source: int = 0) -> None:
+    """Overwrite ``tensors`` on every rank with rank ``source``'s, in place."""
+    if dist.is_available() and dist.is_initialized():
+        for tensor in tensors:
+            dist.broadcast(tensor, src=source)
 
 
 def barrier() -> None:

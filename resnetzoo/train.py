@@ -375,6 +375,12 @@ class Trainer:
             frozen = epoch < recipe.freeze_epochs
             self._set_frozen(frozen)
             train_metrics = self._train_one_epoch(epoch, frozen)
+            if self.context.enabled:
+                # DDP keeps parameters in step but lets each rank update its own BatchNorm statistics (and EMA)
+                # from its shard: make every rank hold rank 0's model, the one that is evaluated and saved.
+                distributed.broadcast_tensors(list(self.model.buffers()))
+                if self.ema is not None:
+                    distributed.broadcast_tensors([*self.ema.parameters(), *self.ema.buffers()])
             val_metrics = self.evaluate("val") if self._has("val") else None
             row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_metrics.items()}}
             if val_metrics is not None:
