@@ -259,8 +259,10 @@ def export_model(
     details: dict[str, dict[str, Any]] = {}
     results: list[CheckResult] = []
     try:
-        for kind in tqdm(kinds, desc="export", unit="file", disable=not progress, leave=False):
+        bar = tqdm(kinds, desc="export", unit="file", disable=not progress, leave=False)
+        for kind in bar:
             name = file_name(kind, fp16)
+            bar.set_postfix_str(name)
             # A hidden temporary name in the output folder, so that os.replace into place is atomic; it keeps
             # the real suffix because torch.export.load refuses paths that do not end in .pt2.
             temporary[kind] = out_dir / f".part-{uuid.uuid4().hex[:8]}-{name}"
@@ -268,6 +270,7 @@ def export_model(
             with torch.no_grad():
                 details[kind] = _export_one(kind, export_model_, temporary[kind], example, metadata, opset)
             if verify:
+                logger.info("Verifying %s", name)
                 results += verify_file(temporary[kind], kind, reference, metadata, dtype, tolerance, min_agreement,
                                        label=name)
         if any(not r.passed for r in results):

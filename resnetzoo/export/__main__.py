@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from . import DEFAULT_FORMATS, FORMATS, MANIFEST_NAME, CheckResult, ExportVerificationError, export_model, format_table
 from .onnx import DEFAULT_OPSET
 from .verify import DEFAULT_NUM_INPUTS
@@ -88,11 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        manifest = export_model(
-            args.source, args.out, args.formats, pretrained=args.pretrained, num_classes=args.num_classes,
-            image_size=args.image_size, opset=args.opset, fp16=args.fp16, verify=not args.no_verify,
-            num_verify_inputs=args.verify_inputs, progress=not args.quiet,
-        )
+        # Log lines go through tqdm.write, so that they do not break the progress bar.
+        with logging_redirect_tqdm(loggers=[package_logger]):
+            manifest = export_model(
+                args.source, args.out, args.formats, pretrained=args.pretrained, num_classes=args.num_classes,
+                image_size=args.image_size, opset=args.opset, fp16=args.fp16, verify=not args.no_verify,
+                num_verify_inputs=args.verify_inputs, progress=not args.quiet,
+            )
     except ExportVerificationError as error:
         print(format_table(error.results), file=sys.stderr)
         print(f"error: {error}", file=sys.stderr)
