@@ -185,12 +185,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as error:
         raise WeightsFileError(
             path,
-            f"refused to unpickle it: it contains objects other than tensors ({str(error).splitlines()[0][:200]}).",
+            f"refused to unpickle it: it contains objects other than tensors ({(str(error).splitlines() or [''])[0][:200]}).",
             "Only plain state dicts are loaded; nothing in the file was executed. Re-save it with "
             "torch.save(model.state_dict(), path) or as .safetensors.",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
-            AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as error:
+    except Exception as error:
+        # On garbage the weights-only unpickler raises nearly anything (struct.error, RecursionError,
+        # EOFError, zipfile errors, ...); with weights_only=True nothing ran, so each means "unreadable file".
         raise WeightsFileError(
             path, f"it is not a readable PyTorch file, or it is truncated ({type(error).__name__}: {str(error)[:200]}).",
             "Download or copy it again.",
