@@ -1,0 +1,250 @@
+"""benchmarks/throughput.py: the quick run writes valid reports, and a backend that diverges fails the run.
+
+Nothing here checks a speed: timings on a shared test machine mean nothing. The tests check that
+the numbers are produced, consistent with each other, and that the parity gate cannot be bypassed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnetzoo
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+# Short timing: the tests check the plumbing, not the speed.
+FAST = ["--no-progress", "--min-time", "0.05", "--rounds", "1", "--warmup", "0", "--min-iterations", "2"]
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["throughput"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("throughput", None)
+
+
+def read_results(out_dir: Path) -> tuple[dict, dict[tuple[int, str], dict]]:
+    report = json.loads((out_dir / "results.json").read_text())
+    rows = {(r["batch_size"], r["backend"]): r for r in report["results"]}
+    return report, rows
+
+
+@pytest.fixture(scope="module")
+def quick_run(throughput, tmp_path_factory):
+    """One --quick run shared by the tests that read its reports (it exports ONNX, the slow part)."""
+    out = tmp_path_factory.mktemp("quick")
+    code = throughput.main(["--quick", "--device", "cpu", "--keep-onnx", "--out", str(out), *FAST])
+    return code, out
+
+
+def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
+    code, out = quick_run
+    assert code == 0
+    report, rows = read_results(out)
+    assert report["device"]["type"] == "cpu" and report["device"]["name"]
+    assert report["versions"]["torch"] == torch.__version__ and "onnxruntime" in report["versions"]
+    settings = report["settings"]
+    assert (settings["models"], settings["batch_sizes"], settings["image_size"]) == (["resnet18"], [1, 2], 64)
+    assert report["failed"] == []
+    expected_backends = ["torchvision", "resnetzoo", "resnetzoo-optimized", "torchscript", "onnxruntime-cpu"]
+    assert set(rows) == {(b, name) for b in (1, 2) for name in expected_backends}
+    # GFLOP/s = 2 x MACs per image x images/s.
+    macs = resnetzoo.profile.count_macs(resnetzoo.create("resnet18"), 64)
+    for (batch_size, _backend), row in rows.items():
+        assert row["status"] == "ok", row
+        assert row["logit_error"] <= row["tolerance"] == 1e-4
+        assert row["top1_agreement"] == 1.0
+        assert row["iterations"] >= 2
+        assert 0 < row["latency_p50_ms"] <= row["latency_p90_ms"] <= row["latency_p99_ms"]
+        assert row["images_per_s"] == pytest.approx(batch_size / (row["latency_p50_ms"] / 1e3))
+        assert row["gflops_per_s"] == pytest.approx(2 * macs * row["images_per_s"] / 1e9)
+        baseline = rows[(batch_size, "torchvision")]["images_per_s"]
+        assert row["speedup_vs_torchvision"] == pytest.approx(row["images_per_s"] / baseline)
+        assert row["peak_memory_mb"] > 0
+    assert rows[(1, "torchvision")]["speedup_vs_torchvision"] == 1.0
+    # Same weights: resnetzoo eager reproduces torchvision to the bit on the same input.
+    assert rows[(1, "resnetzoo")]["logit_error"] == 0.0
+
+    markdown = (out / "results.md").read_text()
+    assert markdown.startswith("# Inference throughput on")
+    assert "| model | precision | batch | backend | images/s | x torchvision |" in markdown
+    assert markdown.count("| resnet18 | fp32 |") == len(rows)
+    assert report["device"]["name"] in markdown
+
+    with Image.open(out / "throughput.png") as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("L"))
+    assert image.width > 400 and image.height > 300
+    assert pixels.std() > 10  # bars and text, not a blank canvas
+
+
+def test_diverging_backend_fails_the_run_with_exit_code_1(throughput, tmp_path, capsys):
+    out = tmp_path / "perturbed"
+    code = throughput.main(["--quick", "--device", "cpu", "--batch-sizes", "1", "--image-size", "32",
+                            "--backends", "resnetzoo-optimized", "--debug-perturb", "resnetzoo-optimized",
+                            "--out", str(out), *FAST])
+    assert code == 1
+    report, rows = read_results(out)
+    failed = rows[(1, "resnetzoo-optimized")]
+    assert failed["status"] == "failed" and "differ from torchvision" in failed["reason"]
+    assert failed["logit_error"] > failed["tolerance"]
+    assert failed["images_per_s"] is None  # a wrong backend is never timed, so it cannot look fast
+    assert rows[(1, "torchvision")]["status"] == "ok"
+    assert report["failed"] and "resnetzoo-optimized" in report["failed"][0]
+    assert "FAILED" in capsys.readouterr().err
+    assert "**failed**" in (out / "results.md").read_text()
+
+
+def test_backend_with_wrong_weights_is_caught(throughput, tmp_path, monkeypatch):
+    def wrong_weights(ctx):
+        model = throughput.build_optimized(ctx)
+        with torch.no_grad():
+            model.layer3[0].conv1.weight.mul_(1.01)  # a 1% error in one conv, as a bad fold would make
+        return model
+
+    monkeypatch.setitem(throughput.BUILDERS, "resnetzoo-optimized", wrong_weights)
+    out = tmp_path / "wrong"
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--batch-sizes", "2", "--image-size", "32",
+                            "--backends", "resnetzoo", "resnetzoo-optimized", "--out", str(out), *FAST])
+    assert code == 1
+    _, rows = read_results(out)
+    assert rows[(2, "resnetzoo-optimized")]["status"] == "failed"
+    assert rows[(2, "resnetzoo")]["status"] == "ok"
+
+
+def test_crashing_backend_is_reported_and_the_others_still_run(throughput, tmp_path, monkeypatch):
+    def crash(ctx):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setitem(throughput.BUILDERS, "torchscript", crash)
+    out = tmp_path / "crash"
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--batch-sizes", "1", "--image-size", "32",
+                            "--backends", "torchscript", "resnetzoo", "--out", str(out), *FAST])
+    assert code == 1
+    _, rows = read_results(out)
+    assert rows[(1, "torchscript")]["status"] == "failed"
+    assert "kernel exploded" in rows[(1, "torchscript")]["reason"]
+    assert rows[(1, "resnetzoo")]["status"] == "ok" and rows[(1, "resnetzoo")]["images_per_s"] > 0
+
+
+def test_unsupported_combination_is_skipped_not_failed(throughput, tmp_path):
+    out = tmp_path / "bf16"
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--batch-sizes", "1", "--image-size", "32",
+                            "--precision", "bf16", "--backends", "onnxruntime-cpu", "resnetzoo-optimized",
+                            "--out", str(out), *FAST])
+    assert code == 0
+    _, rows = read_results(out)
+    assert rows[(1, "onnxruntime-cpu")]["status"] == "skipped"
+    assert "bf16" in rows[(1, "onnxruntime-cpu")]["reason"]
+    optimized = rows[(1, "resnetzoo-optimized")]
+    assert optimized["status"] == "ok" and 1e-5 < optimized["logit_error"] <= optimized["tolerance"]
+
+
+def test_onnx_dir_files_are_used_and_checked_against_torchvision(throughput, quick_run, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    _, quick_out = quick_run
+    exported = quick_out / "onnx" / "resnet18" / "model.onnx"  # kept by --keep-onnx: same weights as the benchmark's
+    assert exported.is_file()
+    # The same file with other weights (one conv scaled by 1.01), in the flat DIR/<model>.onnx layout.
+    proto = onnx.load(str(exported))
+    initializer = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).ndim == 4)
+    initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * 1.01, initializer.name))
+    (tmp_path / "other").mkdir()
+    onnx.save(proto, str(tmp_path / "other" / "resnet18.onnx"))
+    common = ["--device", "cpu", "--models", "resnet18", "--batch-sizes", "2", "--image-size", "64",
+              "--backends", "onnxruntime-cpu", *FAST]
+
+    assert throughput.main([*common, "--onnx-dir", str(quick_out / "onnx"), "--out", str(tmp_path / "a")]) == 0
+    _, rows = read_results(tmp_path / "a")
+    assert rows[(2, "onnxruntime-cpu")]["status"] == "ok"
+    assert rows[(2, "onnxruntime-cpu")]["logit_error"] <= 1e-4
+
+    # A file holding other weights is exactly what the parity gate exists for.
+    assert throughput.main([*common, "--onnx-dir", str(tmp_path / "other"), "--out", str(tmp_path / "b")]) == 1
+    _, rows = read_results(tmp_path / "b")
+    assert rows[(2, "onnxruntime-cpu")]["status"] == "failed"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert throughput.main([*common, "--onnx-dir", str(empty), "--out", str(tmp_path / "c")]) == 0
+    _, rows = read_results(tmp_path / "c")
+    assert rows[(2, "onnxruntime-cpu")]["status"] == "skipped"
+    assert "resnet18/model.onnx" in rows[(2, "onnxruntime-cpu")]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "resnet05"], "unknown model"),
+        (["--batch-sizes", "0"], "batch sizes must be >= 1"),
+        (["--backends", "resnetzoo", "--debug-perturb", "torchscript"], "not among the backends"),
+        (["--onnx-dir", "/nonexistent/onnx"], "is not a folder"),
+    ],
+)
+def test_bad_arguments_exit_2_with_the_reason(throughput, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--device", "cpu", "--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(throughput, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--device", "cuda", "--out", str(tmp_path)])
+    assert "use --device cpu" in capsys.readouterr().err
+
+
+def test_quick_defaults_and_baseline_always_included(throughput):
+    parser = throughput.build_parser()
+    args = throughput.resolve_args(parser.parse_args(["--quick", "--device", "cpu", "--out", "x"]), parser)
+    assert args.backends == throughput.QUICK_BACKENDS and "resnetzoo-compiled" not in args.backends
+    args = throughput.resolve_args(parser.parse_args(["--device", "cpu", "--out", "x", "--backends", "torchscript"]),
+                                   parser)
+    assert args.backends == ["torchvision", "torchscript"]
+    assert (args.models, args.batch_sizes, args.image_size) == (["resnet18", "resnet50"], [1, 8, 256], 224)
+
+
+def test_percentile_matches_numpy(throughput):
+    values = [float(v) for v in np.random.default_rng(0).exponential(size=101)]
+    for q in (50, 90, 99):
+        assert throughput.percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_compiled_backend_compiles_the_optimized_model_with_the_chosen_mode(throughput, tmp_path, monkeypatch):
+    # The real compilation is covered by tests/test_optimize.py; here only the wiring (it takes ~45 s cold).
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: modes.append(mode) or module)
+    out = tmp_path / "compiled"
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--batch-sizes", "1", "--image-size", "32",
+                            "--backends", "resnetzoo-compiled", "--compile-mode", "max-autotune", "--out", str(out),
+                            *FAST])
+    assert code == 0 and modes == ["max-autotune"]
+    _, rows = read_results(out)
+    assert rows[(1, "resnetzoo-compiled")]["status"] == "ok"
+
+
+@pytest.mark.gpu
+def test_cuda_quick_run_checks_every_backend(throughput, tmp_path):
+    out = tmp_path / "cuda"
+    code = throughput.main(["--quick", "--device", "cuda", "--precision", "fp32", "bf16", "fp16",
+                            "--compile-mode", "default", "--out", str(out), *FAST])
+    report, rows = read_results(out)
+    assert code == 0, report["failed"]
+    assert report["device"]["type"] == "cuda" and "memory_gb" in report["device"]
+    for (_, backend), row in rows.items():
+        assert row["status"] in ("ok", "skipped"), row
+        if backend.startswith(("torchvision", "resnetzoo")):
+            assert row["status"] == "ok" and row["peak_memory_mb"] > 0
