@@ -102,7 +102,8 @@ def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
     return chosen
 
 
-def _load_source(source: Any, pretrained: Any, num_classes: int | None) -> tuple[torch.nn.Module, str]:
+def _load_source(source: Any, pretrained: Any, num_classes: int | None,
+                 progress: bool = True) -> tuple[torch.nn.Module, str]:
     from ..factory import create
 
     if isinstance(source, torch.nn.Module):
@@ -124,7 +125,7 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None) -> tuple
     if os.sep in text or "/" in text or text.startswith((".", "~")):
         raise ExportError(f"No such folder: {text}. Pass a registered model name (see resnetzoo.list_models()) "
                           "or an existing folder written by save_pretrained() or a training run.")
-    return create(text, pretrained=pretrained, num_classes=num_classes, progress=True), text
+    return create(text, pretrained=pretrained, num_classes=num_classes, progress=progress), text
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -237,9 +238,12 @@ def export_model(
         raise ExportError("num_verify_inputs must be at least 2: the batch axis is checked at batch 1 and at that size.")
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir)
-    model, source_text = _load_source(source, pretrained, num_classes)
-    _prepare_out_dir(out_dir)
+    model, source_text = _load_source(source, pretrained, num_classes, progress)
     config: ModelConfig = model.config
+    if config.num_classes == 0:
+        raise ExportError("This model has no classifier head (num_classes=0); export a classifier, or give the "
+                          "folder a head with num_classes=N.")
+    _prepare_out_dir(out_dir)
     if config.base_weights is None:
         logger.warning("Exporting %s with randomly initialised weights (no pretrained weights, no trained folder).",
                        config.architecture or "a ResNet")
