@@ -80,6 +80,8 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
     assert "| model | precision | batch | backend | images/s | x torchvision |" in markdown
     assert markdown.count("| resnet18 | fp32 |") == len(rows)
     assert report["device"]["name"] in markdown
+    assert any(g["goal"].startswith("hand-built eager") for g in report["goals"])
+    assert "## Goals of the speed issue" in markdown
 
     with Image.open(out / "throughput.png") as image:
         assert image.format == "PNG"
@@ -248,3 +250,21 @@ def test_cuda_quick_run_checks_every_backend(throughput, tmp_path):
         assert row["status"] in ("ok", "skipped"), row
         if backend.startswith(("torchvision", "resnetzoo")):
             assert row["status"] == "ok" and row["peak_memory_mb"] > 0
+
+
+def test_goals_are_judged_from_the_measured_rows(throughput):
+    def row(backend, precision, images_per_s, top1=1.0):
+        return throughput.Row("resnet50", precision, 8, backend, "ok", images_per_s=images_per_s,
+                              top1_agreement=top1, speedup_vs_torchvision=images_per_s / 10.0)
+
+    rows = [row("torchvision", "fp32", 10.0), row("resnetzoo", "fp32", 9.6), row("resnetzoo-optimized", "fp32", 13.0),
+            row("onnxruntime-cpu", "fp32", 17.0), row("torchvision", "bf16", 10.0),
+            row("resnetzoo-optimized", "bf16", 30.0, top1=0.98)]
+    device = {"type": "cpu", "name": "test CPU", "cpu": {"flags": ["avx512_bf16"]}}
+    goals = {g["goal"].split(":")[0].split(" (")[0]: g for g in throughput.evaluate_goals(rows, device, 224)}
+    assert goals["hand-built eager within 3% of torchvision"]["met"] is False  # 0.96x
+    cpu_goal = goals["CPU resnet50 b8 224 px fp32"]
+    assert cpu_goal["met"] is True and "onnxruntime-cpu" in cpu_goal["measured"]  # 1.7x, the best path
+    assert goals["bf16 resnet50 b8"]["met"] is False  # 3x, but top-1 agreement 98% < 99%
+    # Another image size is another experiment: the 224 px goal is not judged from it.
+    assert not any("CPU resnet50" in g["goal"] for g in throughput.evaluate_goals(rows, device, 64))
