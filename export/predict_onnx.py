@@ -15,9 +15,10 @@ From Python::
     for result in classifier.predict(["photo.jpg"], top_k=3):
         print(result["path"], result["top_k"][0]["label"])
 
-Preprocessing reproduces torchvision's ``transforms.v2`` evaluation pipeline on PIL images step by step
-(Resize of the shorter side with antialiasing, CenterCrop, scale to [0, 1], Normalize), so the inputs are
-the ones the model was verified and evaluated with. Exit status: 0 all images classified; 1 some images
+Images are decoded as ``resnetzoo.predict`` decodes them (EXIF orientation, transparency over white,
+16-bit scaled to 8), and preprocessing reproduces torchvision's ``transforms.v2`` evaluation pipeline on PIL
+images step by step (Resize of the shorter side with antialiasing, CenterCrop, scale to [0, 1], Normalize),
+so the predictions are those of ``resnetzoo.predict`` on the PyTorch model. Exit status: 0 all images classified; 1 some images
 could not be read (each is reported by path); 2 the model could not be loaded or has no resnetzoo metadata.
 """
 
@@ -33,13 +34,16 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["OnnxClassifier", "ModelMetadataError", "IMAGE_SUFFIXES", "find_images", "main"]
+__all__ = ["OnnxClassifier", "ModelMetadataError", "IMAGE_SUFFIXES", "find_images", "open_image", "main"]
 
 # Keys written by resnetzoo.export whose values are JSON-encoded (the rest are plain strings).
 JSON_KEYS = ("num_classes", "class_names", "input_shape", "resize_size", "crop_size", "mean", "std")
 REQUIRED_KEYS = ("class_names", "input_shape", "resize_size", "crop_size", "mean", "std")
+
+# Pillow's default decompression-bomb limit, which resnetzoo's own image loader also uses.
+MAX_IMAGE_PIXELS = 89_478_485
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -145,14 +149,8 @@ class OnnxClassifier:
         return image.crop((left, top, left + size, top + size))
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        """Read and preprocess one image file; raises ``OSError``/``ValueError`` naming the file when unreadable."""
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return self.preprocess(image)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
-            raise OSError(f"{path}: {reason}") from None
+        """Read and preprocess one image file; raises ``OSError`` naming the file when it cannot be read."""
+        return self.preprocess(open_image(path))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on a preprocessed ``(N, C, H, W)`` batch; float32 logits."""
@@ -181,12 +179,54 @@ class OnnxClassifier:
             results.append({"path": str(path)})
             try:
                 pending.append((len(results) - 1, self.load(path)))
-            except OSError as error:
+            except OSError as error:  # open_image's message starts with the path
                 results[-1]["error"] = str(error)
             if len(pending) >= batch_size:
                 flush()
         flush()
         return results
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """An image file as upright 8-bit RGB, decoded the way ``resnetzoo.predict`` decodes it.
+
+    Same rules as resnetzoo's loader, so that both give the same top-1: EXIF orientation applied,
+    transparency composited over white, 16-bit and float images scaled to 8 bits. Any failure is an
+    ``OSError`` whose message starts with the path.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise OSError("empty file")
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise OSError(f"{image.width}x{image.height} pixels is over the limit of {MAX_IMAGE_PIXELS}")
+            image.load()  # decode now, so that truncated files fail here and are reported by path
+            return _to_rgb(ImageOps.exif_transpose(image))
+    except UnidentifiedImageError:
+        raise OSError(f"{path}: not an image Pillow can read") from None
+    # Damaged files raise many types from Pillow's decoders (OSError, SyntaxError, EOFError, zlib.error, ...).
+    except Exception as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise OSError(f"{path}: {reason}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode.startswith("I"):  # 16/32-bit integers: a bare convert("RGB") would clip everything above 255 to white
+        array = np.asarray(image).astype(np.float32) / 257.0
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        scale = 255.0 if array.size and float(np.nanmax(array)) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.nan_to_num(array) * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels hold arbitrary colour; show them as a viewer does, over white.
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

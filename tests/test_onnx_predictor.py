@@ -206,3 +206,52 @@ def test_predictor_runs_a_float16_export(images, tmp_path):
             expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0].numpy()
         got = {g["index"]: g["probability"] for g in result["top_k"]}
         np.testing.assert_allclose([got[i] for i in range(4)], expected, rtol=0, atol=1e-2)  # fp16 precision
+
+
+@pytest.fixture(scope="module")
+def awkward_images(tmp_path_factory) -> list[Path]:
+    """Files where naive decoding goes wrong: EXIF-rotated JPEG, half-transparent PNG, 16-bit greyscale PNG."""
+    folder = tmp_path_factory.mktemp("awkward")
+    rng = np.random.default_rng(1)
+    base = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((72, 40), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated = folder / "rotated.jpg"
+    base.save(rotated, exif=exif.tobytes(), quality=95)
+    transparent = folder / "transparent.png"
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (40, 72), dtype=np.uint8)))
+    rgba.save(transparent)
+    deep = folder / "sixteen_bit.png"
+    Image.fromarray((rng.random((50, 50)) * 65535).astype(np.uint16)).save(deep)
+    assert Image.open(deep).mode.startswith("I")
+    return [rotated, transparent, deep]
+
+
+def test_torch_free_predictor_agrees_with_resnetzoo_predict_on_awkward_files(model_and_onnx, images, awkward_images):
+    from resnetzoo.predict import predict
+
+    model, onnx_path = model_and_onnx
+    paths = [*images, *awkward_images]
+    process = run_without_torch(str(PREDICTOR), str(onnx_path), *map(str, paths), "--json", "--top-k", "4")
+    assert process.returncode == 0, process.stderr
+    ours = json.loads(process.stdout)
+    theirs = predict(model, paths, topk=4)
+    for path, mine, reference in zip(paths, ours, theirs, strict=True):
+        assert mine["top_k"][0]["index"] == reference.indices[0], path
+        got = {g["index"]: g["probability"] for g in mine["top_k"]}
+        expected = dict(zip(reference.indices, reference.probabilities, strict=True))
+        np.testing.assert_allclose([got[i] for i in range(4)], [expected[i] for i in range(4)], rtol=0, atol=1e-4)
+
+
+def test_decoding_applies_exif_orientation_and_composites_transparency_over_white(awkward_images):
+    predictor = load_predictor_module()
+    rotated, transparent, deep = awkward_images
+    assert predictor.open_image(rotated).size == (40, 72)  # stored 72x40, displayed upright as 40x72
+    with Image.open(transparent) as image:
+        alpha = np.asarray(image)[..., 3:].astype(np.float64) / 255.0
+        colour = np.asarray(image)[..., :3].astype(np.float64)
+    expected = colour * alpha + 255.0 * (1.0 - alpha)
+    assert np.abs(np.asarray(predictor.open_image(transparent)).astype(np.float64) - expected).max() <= 1.0
+    assert np.asarray(predictor.open_image(deep)).max() > 200  # not clipped to white, not crushed to black
+    assert np.asarray(predictor.open_image(deep)).min() < 50
