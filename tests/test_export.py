@@ -32,6 +32,15 @@ IMAGE_SIZE = 32
 CLASS_NAMES = ["cat", "dog", "eel"]
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: tiny models gain nothing from more, and lose a lot when other jobs share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny_model(seed: int = 0, class_names: list[str] | None = CLASS_NAMES) -> resnetzoo.ResNet:
     """A one-block-per-stage ResNet with a config, as create() would attach, at 32 px."""
     torch.manual_seed(seed)
@@ -372,3 +381,33 @@ def test_onnx_gate_also_runs_onnxruntime_cuda_when_a_gpu_is_present(tmp_path):
     checks = manifest["files"][0]["checks"]
     cuda = [c for c in checks if c["check"].startswith("onnxruntime CUDA")]
     assert cuda and all(c["passed"] and not c["skipped"] for c in cuda)
+
+
+def test_export_from_a_training_run_folder(tmp_path):
+    from PIL import Image
+
+    from resnetzoo.data import load_splits
+    from resnetzoo.train import Trainer
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["red", "green", "blue"]):
+        for index in range(4):
+            pixels = rng.integers(0, 90, (20, 20, 3)).astype(np.uint8)
+            pixels[..., label] += 150
+            (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{index}.png")
+    splits = load_splits(tmp_path / "data", image_size=16, val_fraction=0.25, test_fraction=0.0)
+    trainer = Trainer(splits, tiny_model(class_names=None), epochs=1, batch_size=4, lr=1e-3, out_dir=tmp_path / "run",
+                      device="cpu", num_workers=0, progress=False, warmup_epochs=0)
+    trainer.train()
+
+    manifest = export_model(tmp_path / "run", tmp_path / "out", formats=["onnx"], progress=False)
+    metadata = manifest["metadata"]
+    assert metadata["class_names"] == ["blue", "green", "red"]
+    assert metadata["crop_size"] == 16 and metadata["input_shape"] == ["batch", 3, 16, 16]
+    trained = resnetzoo.create(tmp_path / "run").eval()
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"images": inputs.numpy()})[0], trained(inputs).numpy(),
+                                   rtol=0, atol=1e-4)
