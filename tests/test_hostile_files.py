@@ -28,7 +28,17 @@ from resnetzoo.errors import ResnetzooError, WeightsFileError
 from resnetzoo.weights.files import load_state_dict_file
 from resnetzoo.weights.safe import MAX_HEADER_BYTES, load_safetensors, read_safetensors_metadata
 
+
 # ------------------------------------------------------------------------------------------ builders
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    # Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads spin
+    # against each other and a 32 px forward pass takes 50x longer.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 
 def raw_safetensors(header: dict | bytes, data: bytes = b"", declared_length: int | None = None) -> bytes:

@@ -24,7 +24,17 @@ from resnetzoo import hub
 from resnetzoo.config import ConfigError
 from resnetzoo.errors import ResnetzooError, WeightsFileError, WeightsUnavailableError
 
+
 # ------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    # Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads spin
+    # against each other and a 32 px forward pass takes 50x longer.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 
 def tiny_model(num_classes: int = 3, seed: int = 0, **overrides) -> resnetzoo.ResNet:
@@ -466,7 +476,17 @@ def test_push_a_training_run_folder_as_it_is(fake_hub, tmp_path):
     files = fake_hub.repos["org/run"]["commits"][fake_hub.repos["org/run"]["refs"]["main"]]
     assert "metrics.csv" not in files
     assert files[hub.WEIGHTS_NAME] == (tmp_path / "run" / hub.WEIGHTS_NAME).read_bytes()
+    assert 'resnetzoo.create("hf-hub:org/run")' in files[hub.CARD_NAME].decode()  # card rewritten for the Hub
+    assert "| val_acc1 | 55 |" in files[hub.CARD_NAME].decode()
     assert_same_model(model, resnetzoo.create("hf-hub:org/run"))
+
+
+def test_push_keeps_a_readme_written_by_a_person(fake_hub, tmp_path):
+    tiny_model().save_pretrained(tmp_path / "run")
+    (tmp_path / "run" / hub.CARD_NAME).write_text("# Heron detector\nOur notes.\n")
+    hub.push_to_hub(tmp_path / "run", "org/run")
+    files = fake_hub.repos["org/run"]["commits"][fake_hub.repos["org/run"]["refs"]["main"]]
+    assert files[hub.CARD_NAME] == b"# Heron detector\nOur notes.\n"
 
 
 def test_push_refuses_a_folder_that_would_not_load(fake_hub, tmp_path):

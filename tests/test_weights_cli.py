@@ -22,7 +22,17 @@ import torchvision
 import resnetzoo
 from resnetzoo.weights import cli, files, records
 
+
 # ------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    # Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads spin
+    # against each other and a 32 px forward pass takes 50x longer.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 
 @pytest.fixture
