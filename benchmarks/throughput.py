@@ -328,7 +328,7 @@ def build_onnxruntime(ctx: Context, provider: str) -> Backend:
     if provider != "CPUExecutionProvider" and ctx.device.type != "cuda":
         raise Skip(f"{provider} needs --device cuda")
     if ctx.precision == "fp16" and provider == "CPUExecutionProvider":
-        raise Skip("ONNX Runtime's CPU provider runs fp16 convolutions by casting to fp32; not a fast path")
+        raise Skip("fp16 is not a fast path of ONNX Runtime's CPU provider on x86; use --device cuda for fp16")
     if provider not in ort.get_available_providers():
         raise Skip(f"{provider} is not in this onnxruntime build")
     path = onnx_file(ctx)
@@ -747,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx-dir", type=Path, help="pre-exported ONNX files: DIR/<model>/model.onnx (the layout of "
                         "python -m resnetzoo.export) or DIR/<model>.onnx; they must hold the same weights")
     parser.add_argument("--keep-onnx", action="store_true", help="keep the exported ONNX files under OUT/onnx/")
-    parser.add_argument("--compile-mode", help="torch.compile mode (default: 'default' on CPU, 'max-autotune' on CUDA)")
+    parser.add_argument("--compile-mode", help="torch.compile mode (default: 'default' on CPU, 'reduce-overhead' on CUDA)")
     parser.add_argument("--threads", type=int, help="torch and ONNX Runtime intra-op threads (default: torch's)")
     parser.add_argument("--warmup", type=int, help="warm-up iterations after the check (default: 5; quick: 2)")
     parser.add_argument("--rounds", type=int, help="interleaved timing rounds over all backends (default: 10; quick: 4)")
@@ -783,7 +783,9 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> a
         args.backends = QUICK_BACKENDS if quick and device.type == "cpu" else DEFAULT_BACKENDS[device.type]
     elif BASELINE not in args.backends:
         args.backends = [BASELINE, *args.backends]  # ratios need the baseline measured in the same run
-    args.compile_mode = args.compile_mode or ("max-autotune" if device.type == "cuda" else "default")
+    # reduce-overhead (CUDA graphs) on CUDA: removes launch overhead at small batches without autotuning, which
+    # in max-autotune mode costs minutes per model and shape; pass --compile-mode max-autotune to try it.
+    args.compile_mode = args.compile_mode or ("reduce-overhead" if device.type == "cuda" else "default")
     unknown = [m for m in args.models if m not in resnetzoo.list_models()]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {resnetzoo.list_models()}")
