@@ -260,8 +260,11 @@ def parse_config(raw: bytes, source: str) -> ModelConfig:
 def _hub_offline() -> bool:
     from huggingface_hub import constants
 
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it again here honours a change
+    # made later in the process (a notebook cell), and RESNETZOO_OFFLINE covers every download we make.
     truthy = {"1", "true", "yes", "on"}
-    return constants.HF_HUB_OFFLINE or os.environ.get(OFFLINE_ENV, "").strip().lower() in truthy
+    from_env = any(os.environ.get(name, "").strip().lower() in truthy for name in ("HF_HUB_OFFLINE", OFFLINE_ENV))
+    return constants.HF_HUB_OFFLINE or from_env
 
 
 def _download_from_hub(repo_id: str, revision: str | None) -> tuple[Path, Path]:

@@ -421,6 +421,16 @@ def test_offline_with_an_empty_cache_gives_our_clear_error(fake_hub, monkeypatch
     assert fake_hub.requests == []
 
 
+def test_hf_hub_offline_set_after_import_is_honoured(fake_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE is False  # huggingface_hub itself still thinks it is online
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="offline mode is on"):
+        resnetzoo.create("hf-hub:org/tiny")
+    assert fake_hub.requests == []
+
+
 def test_unreachable_hub_with_an_empty_cache_gives_our_clear_error(fake_hub, monkeypatch):
     import time
 

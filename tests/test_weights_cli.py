@@ -336,3 +336,14 @@ def test_python_dash_m_runs_the_cli(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "resnet18" in result.stdout and "IMAGENET1K_V1 *" in result.stdout
+
+
+@pytest.mark.parametrize("doc", ["offline.md", "sharing.md"])
+def test_every_weights_command_in_the_docs_parses(doc):
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    commands = [line.split("python -m resnetzoo.weights", 1)[1].split("#")[0].split()
+                for line in text.splitlines() if line.lstrip().startswith("python -m resnetzoo.weights")]
+    assert len(commands) >= 2
+    parser = cli.build_parser()
+    for argv in commands:
+        parser.parse_args([arg.strip("'") for arg in argv])  # SystemExit (a failure) on a stale option
