@@ -189,6 +189,8 @@ def _verify_onnx(path: Path, label: str, reference: Reference, metadata: dict[st
     providers = [("onnxruntime CPU", "CPUExecutionProvider")]
     if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.append(("onnxruntime CUDA", "CUDAExecutionProvider"))
+    else:  # say so, rather than let a CPU-only gate look like it covered the GPU
+        results.append(CheckResult(label, "onnxruntime CUDA", True, "no CUDA device or provider", skipped=True))
     for runtime, provider in providers:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
