@@ -289,3 +289,25 @@ def test_train_cli_help_documents_every_option(capsys):
     for option in ("--data", "--model", "--pretrained", "--epochs", "--batch-size", "--lr", "--image-size", "--device",
                    "--out", "--resume", "--ema-decay", "--mixup-alpha", "--freeze-epochs", "--patience", "--amp"):
         assert option in text
+
+
+def test_mixup_and_cutmix_train_with_soft_targets(splits):
+    trainer = Trainer(splits, tiny_model(), epochs=1, batch_size=4, lr=1e-3, mixup_alpha=0.2, cutmix_alpha=1.0, **FAST)
+    images = torch.zeros(4, 3, 16, 16)
+    mixed_images, soft_targets = trainer.mix(images, torch.tensor([0, 1, 2, 0]))
+    assert soft_targets.shape == (4, 3) and torch.allclose(soft_targets.sum(1), torch.ones(4))
+    history = trainer.train()
+    assert np.isfinite(history[0]["train_loss"])
+
+
+@pytest.mark.gpu
+def test_cuda_training_uses_mixed_precision_and_channels_last(splits, tmp_path):
+    trainer = Trainer(splits, tiny_model(), device="cuda", epochs=2, batch_size=4, lr=1e-3, num_workers=2,
+                      progress=False, out_dir=tmp_path / "run")
+    assert trainer.amp_dtype in (torch.bfloat16, torch.float16) and trainer.channels_last
+    assert trainer.train_loader.pin_memory
+    trainer.train()
+    rebuilt = resnetzoo.create(tmp_path / "run")  # saved on the CPU, in the standard memory format
+    best = trainer.best_state_dict()
+    assert all(torch.equal(rebuilt.state_dict()[k], best[k].cpu()) for k in best)
+    assert rebuilt.config.extra["training"]["amp_dtype"] in ("bfloat16", "float16")
