@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from ._io import atomic_write
 from .errors import ResnetzooError
@@ -205,7 +206,8 @@ def scan_image_folder(root: str | os.PathLike, known: dict[str, list] | None = N
 
     # Pillow releases the GIL while decoding, so threads check files in parallel.
     with ThreadPoolExecutor(max_workers=num_threads or min(8, os.cpu_count() or 1)) as pool:
-        reasons = list(pool.map(reason_for, files))
+        reasons = list(tqdm(pool.map(reason_for, files), total=len(files), desc=f"checking {root.name}", unit="file",
+                            disable=len(files) < 2000, leave=False))
 
     result = ScanResult(root=root, classes=classes, samples=[])
     for (relative, label, _, stat), reason in zip(files, reasons, strict=True):
