@@ -151,6 +151,17 @@ def _prepare_out_dir(out_dir: Path) -> None:
         ) from None
 
 
+def _remove(paths: Any) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -243,6 +254,7 @@ def export_model(
     if config.num_classes == 0:
         raise ExportError("This model has no classifier head (num_classes=0); export a classifier, or give the "
                           "folder a head with num_classes=N.")
+    created_out_dir = not out_dir.exists()
     _prepare_out_dir(out_dir)
     if config.base_weights is None:
         logger.warning("Exporting %s with randomly initialised weights (no pretrained weights, no trained folder).",
@@ -282,16 +294,21 @@ def export_model(
         manifest = _manifest(source_text, kinds, fp16, metadata, details, temporary, results, verify,
                              num_verify_inputs, tolerance, min_agreement)
         for kind in kinds:
+            _fsync_file(temporary[kind])  # the bytes reach the disk before the name does: no empty file after a crash
             os.replace(temporary[kind], out_dir / file_name(kind, fp16))
         fsync_dir(out_dir)
         with atomic_write(out_dir / MANIFEST_NAME, "w") as handle:
             handle.write(json.dumps(manifest, indent=2) + "\n")
             # atomic_write's temporary file is private (0600); the manifest ships with the models.
             os.chmod(handle.fileno(), 0o666 & ~_umask())
+    except BaseException:
+        _remove(temporary.values())
+        if created_out_dir:
+            with contextlib.suppress(OSError):  # only when empty: a refused export leaves no trace
+                out_dir.rmdir()
+        raise
     finally:
-        for path in temporary.values():
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        _remove(temporary.values())
     logger.info("Wrote %s and %s to %s", ", ".join(file_name(k, fp16) for k in kinds), MANIFEST_NAME, out_dir)
     return manifest
 
