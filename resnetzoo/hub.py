@@ -91,6 +91,7 @@ def save_pretrained(
         The folder.
     """
     folder = Path(folder)
+    model = _unwrap(model)
     config = config or getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise ConfigError("This model has no .config; build it with resnetzoo.create() or pass config=ModelConfig(...).")
@@ -113,6 +114,23 @@ def save_pretrained(
         _write_card(folder, config)
     logger.info("Saved %s to %s", config.architecture or "ResNet", folder)
     return folder
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DistributedDataParallel, DataParallel, torch.compile or an EMA AveragedModel.
+
+    Their state dicts prefix every key ("module.", "_orig_mod.") or add "n_averaged"; a saved folder
+    must hold the plain names that load into a fresh model.
+    """
+    for _ in range(4):  # e.g. compile(DDP(model)); never loops forever on an odd wrapper
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel,
+                                                torch.optim.swa_utils.AveragedModel)):
+            inner = model.module
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+    return model
 
 
 def _check_model_matches_config(model: ResNet, config: ModelConfig) -> None:
@@ -177,8 +195,8 @@ def model_card(config: ModelConfig, repo_id: str | None = None) -> str:
         (f"Fine-tuned from `{config.base_weights}`" if config.base_weights else "Trained from random initialisation")
         + (f" (SHA-256 `{config.base_weights_sha256[:16]}...`)." if config.base_weights_sha256 else "."), "",
     ]
-    metrics = config.extra.get("metrics")
-    if isinstance(metrics, dict) and metrics:
+    metrics = _flatten(config.extra.get("metrics"))
+    if metrics:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {_format_value(value)} |" for key, value in metrics.items()]
         lines.append("")
@@ -197,6 +215,18 @@ def _hub_base_model(base_weights: str | None) -> str | None:
     if base_weights and base_weights.startswith(HF_HUB_PREFIX):
         return base_weights[len(HF_HUB_PREFIX):]
     return None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"val": {"acc1": 0.9}}`` -> ``{"val.acc1": 0.9}`` for a flat table; empty values are left out."""
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    if value is None or value == [] or not prefix:
+        return {}
+    return {prefix[:-1]: value}
 
 
 def _floats(values: list[float]) -> str:

@@ -123,6 +123,30 @@ def test_model_card_describes_architecture_classes_metrics_and_base_weights(tmp_
         assert text in card, text
 
 
+def test_nested_metrics_of_a_training_run_become_one_table(tmp_path):
+    model = tiny_model()
+    model.config.extra["metrics"] = {"best_epoch": 3, "val": {"acc1": 0.91, "loss": 0.25}, "test": None}
+    model.save_pretrained(tmp_path)
+    card = (tmp_path / hub.CARD_NAME).read_text()
+    assert "| best_epoch | 3 |" in card and "| val.acc1 | 0.91 |" in card and "| val.loss | 0.25 |" in card
+    assert "test" not in card.split("## Metrics")[1].split("##")[0]
+
+
+@pytest.mark.parametrize("wrap", ["compile", "data_parallel", "ema"])
+def test_wrapped_models_are_saved_with_plain_names(tmp_path, wrap):
+    model = tiny_model()
+    wrapped = {
+        "compile": lambda: torch.compile(model),  # only wraps; nothing is compiled until the first call
+        "data_parallel": lambda: torch.nn.DataParallel(model),
+        "ema": lambda: torch.optim.swa_utils.AveragedModel(model),
+    }[wrap]()
+    hub.save_pretrained(wrapped, tmp_path, config=model.config)
+    restored = resnetzoo.create(tmp_path)
+    if wrap == "ema":  # AveragedModel copies the model: compare with its copy
+        model = wrapped.module
+    assert_same_model(model, restored)
+
+
 def test_metrics_are_saved_in_config_extra_without_touching_model_config(tmp_path):
     model = tiny_model()
     hub.save_pretrained(model, tmp_path, metrics={"val_acc1": 80.0})
@@ -212,6 +236,8 @@ class FakeHub:
     def __init__(self):
         self.repos: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
+        self.gated: set[str] = set()
+        self.write_token = "hf_fake_token_for_tests"
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -254,6 +280,8 @@ class FakeHub:
                 fake.requests.append(("POST", self.path))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if self.headers.get("Authorization") != f"Bearer {fake.write_token}":
+                    return self._json(401, {"error": "Invalid credentials in Authorization header"})
                 path = urlsplit(self.path).path
                 if path == "/api/repos/create":
                     data = json.loads(body)
@@ -294,6 +322,8 @@ class FakeHub:
                 repo = fake.repos.get(repo_id)
                 if repo is None:
                     return self._error(404, "RepoNotFound", repo_id)
+                if repo_id in fake.gated:
+                    return self._error(403, "GatedRepo", repo_id)
                 sha = revision if revision in repo["commits"] else repo["refs"].get(revision)
                 if sha is None:
                     return self._error(404, "RevisionNotFound", revision)
@@ -464,6 +494,21 @@ def test_hub_repository_without_resnetzoo_files_is_a_clear_error(fake_hub):
     fake_hub.commit("org/other", {"pytorch_model.bin": b"not ours"})
     with pytest.raises(hub.HubError, match="not a resnetzoo model"):
         resnetzoo.create("hf-hub:org/other")
+
+
+def test_gated_hub_repository_says_how_to_get_access(fake_hub, tmp_path):
+    tiny_model().save_pretrained(tmp_path / "folder")
+    fake_hub.publish_folder("org/gated", tmp_path / "folder")
+    fake_hub.gated.add("org/gated")
+    with pytest.raises(hub.HubError, match="is gated: accept its terms"):
+        resnetzoo.create("hf-hub:org/gated")
+
+
+def test_push_with_a_rejected_token_is_a_clear_error(fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_revoked")
+    with pytest.raises(hub.HubError, match="Pushing to org/pushed .* failed .*hf auth login"):
+        tiny_model().push_to_hub("org/pushed")
+    assert "org/pushed" not in fake_hub.repos
 
 
 def test_push_to_hub_then_create_round_trips_bit_exact(fake_hub):
