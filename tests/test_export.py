@@ -411,3 +411,11 @@ def test_export_from_a_training_run_folder(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {"images": inputs.numpy()})[0], trained(inputs).numpy(),
                                    rtol=0, atol=1e-4)
+
+
+def test_hub_sources_go_to_the_hub_loader_not_to_the_folder_check(tmp_path):
+    # HF_HUB_OFFLINE=1 (conftest): the Hub loader's own offline error proves the name reached it.
+    with pytest.raises(resnetzoo.ResnetzooError) as caught:
+        export_model("hf-hub:someone/flowers", tmp_path / "out", progress=False)
+    assert "No such folder" not in str(caught.value) and "hf-hub:someone/flowers" in str(caught.value)
+    assert not (tmp_path / "out").exists()

@@ -114,6 +114,10 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None,
                               "record its preprocessing and labels.")
         return source, f"{type(source).__name__} object"
     text = os.fspath(source)
+    if text.startswith("hf-hub:"):  # a saved folder on the Hugging Face Hub
+        if pretrained not in (False, None):
+            raise ExportError(f"{text} already holds its weights; drop --pretrained.")
+        return create(text, num_classes=num_classes), text
     path = Path(text).expanduser()
     if path.is_dir():
         if pretrained not in (False, None):
@@ -220,7 +224,7 @@ def export_model(
 
     Args:
         source: a registered name (``"resnet50"``), a folder written by ``save_pretrained`` or a training run,
-            or a model built by ``resnetzoo.create`` (it is copied, never modified).
+            ``"hf-hub:org/name"``, or a model built by ``resnetzoo.create`` (it is copied, never modified).
         out_dir: output folder, created if needed; ``manifest.json`` and the model files go there.
         formats: any of ``"onnx"``, ``"torchscript"``, ``"exported"`` (the ``torch.export`` ``.pt2`` program).
         pretrained, num_classes: as for ``resnetzoo.create`` (names; ``num_classes`` also for folders).

@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", metavar="SOURCE",
-                        help="a registered model name (e.g. resnet50; see resnetzoo.list_models()) or a folder saved "
-                             "by resnetzoo (save_pretrained or a training run)")
+                        help="a registered model name (e.g. resnet50; see resnetzoo.list_models()), a folder saved "
+                             "by resnetzoo (save_pretrained or a training run), or hf-hub:ORG/NAME")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS), metavar="FORMAT",
                         help=f"any of {', '.join(FORMATS)} (default: all three)")
