@@ -1,0 +1,38 @@
+"""`make demo`'s pipeline at a tiny scale: a few digits per class, one epoch, export and predictor included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from resnetzoo.demo import DemoSettings, main, run_demo, write_digits_folder
+
+
+def test_digits_are_written_as_an_image_folder(tmp_path):
+    root = write_digits_folder(tmp_path / "digits", limit_per_class=3)
+    assert sorted(p.name for p in root.iterdir()) == [str(d) for d in range(10)]
+    assert all(len(list((root / str(d)).glob("*.png"))) == 3 for d in range(10))
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
+    settings = DemoSettings(out_dir=tmp_path / "demo", epochs=1, batch_size=16, limit_per_class=8,
+                            benchmark=False, accuracy_goal=None)
+    summary = run_demo(settings)
+    out = capsys.readouterr().out
+    assert "from scratch" in out  # no cached weights in the test's private TORCH_HOME, and the demo says so
+    for step in range(1, 7):
+        assert f"[{step}/6]" in out or step == 5
+    demo = tmp_path / "demo"
+    for produced in ("run/model.safetensors", "run/config.json", "predictions.png", "export/model.onnx",
+                     "export/model.torchscript.pt", "export/manifest.json", "summary.json"):
+        assert (demo / produced).is_file(), produced
+    assert 0.0 <= summary["test"]["acc1"] <= 1.0
+    assert summary["export"]["predictor_exit_code"] == 0
+    assert json.loads((demo / "summary.json").read_text())["test"]["acc1"] == summary["test"]["acc1"]
+
+
+def test_demo_refuses_a_missing_data_folder(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
