@@ -264,3 +264,36 @@ def test_decoding_applies_exif_orientation_and_composites_transparency_over_whit
     assert np.abs(np.asarray(predictor.open_image(transparent)).astype(np.float64) - expected).max() <= 1.0
     assert np.asarray(predictor.open_image(deep)).max() > 200  # not clipped to white, not crushed to black
     assert np.asarray(predictor.open_image(deep)).min() < 50
+
+
+TRITON_SCRIPT = REPO / "export" / "triton_repository.py"
+
+
+def test_triton_repository_is_laid_out_from_the_onnx_metadata_without_torch(model_and_onnx, tmp_path):
+    _, onnx_path = model_and_onnx
+    repository = tmp_path / "model_repository"
+    process = run_without_torch(str(TRITON_SCRIPT), str(onnx_path), "--repository", str(repository),
+                                "--name", "fruit", "--max-batch-size", "8")
+    assert process.returncode == 0, process.stderr
+    folder = repository / "fruit"
+    assert (folder / "1" / "model.onnx").read_bytes() == onnx_path.read_bytes()
+    assert (folder / "labels.txt").read_text().splitlines() == CLASS_NAMES
+    config = (folder / "config.pbtxt").read_text()
+    assert 'name: "fruit"' in config and 'backend: "onnxruntime"' in config and "max_batch_size: 8" in config
+    assert 'input [ { name: "images", data_type: TYPE_FP32, dims: [ 3, 32, 32 ] } ]' in config
+    assert 'output [ { name: "logits", data_type: TYPE_FP32, dims: [ 4 ], label_filename: "labels.txt" } ]' in config
+    assert "dynamic_batching { }" in config and "KIND_GPU" in config
+
+
+def test_triton_repository_refuses_a_file_with_a_fixed_batch_axis(model_and_onnx, tmp_path, capsys):
+    proto = onnx.load(str(model_and_onnx[1]))
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # what a careless export produces
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save_model(proto, str(fixed))
+    spec = importlib.util.spec_from_file_location("triton_repository", TRITON_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(fixed), "--repository", str(tmp_path / "repo"), "--name", "x"]) == 2
+    assert "batch axis is fixed at 1" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
