@@ -419,3 +419,19 @@ def test_hub_sources_go_to_the_hub_loader_not_to_the_folder_check(tmp_path):
         export_model("hf-hub:someone/flowers", tmp_path / "out", progress=False)
     assert "No such folder" not in str(caught.value) and "hf-hub:someone/flowers" in str(caught.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+def test_fp16_onnx_gate_runs_on_onnxruntime_cuda_too(tmp_path):
+    manifest = export_model(tiny_model(), tmp_path, formats=["onnx"], fp16=True, progress=False)
+    cuda = [c for c in manifest["files"][0]["checks"] if c["check"].startswith("onnxruntime CUDA")]
+    assert any("top-1 agreement" in c["check"] for c in cuda)
+    assert all(c["passed"] and not c["skipped"] for c in cuda)
+
+
+@pytest.mark.gpu
+def test_a_model_on_the_gpu_is_exported_and_left_on_the_gpu(tmp_path):
+    model = tiny_model().cuda()
+    manifest = export_model(model, tmp_path, formats=["exported"], progress=False)
+    assert manifest["verification"]["passed"] is True
+    assert next(model.parameters()).device.type == "cuda"
