@@ -435,3 +435,28 @@ def test_a_model_on_the_gpu_is_exported_and_left_on_the_gpu(tmp_path):
     manifest = export_model(model, tmp_path, formats=["exported"], progress=False)
     assert manifest["verification"]["passed"] is True
     assert next(model.parameters()).device.type == "cuda"
+
+
+def test_opset_below_18_is_written_natively_with_a_symbolic_batch_axis(tmp_path):
+    model = tiny_model()
+    manifest = export_model(model, tmp_path, formats=["onnx"], opset=17, progress=False, num_verify_inputs=4)
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    assert manifest["files"][0]["opset"] == 17 and manifest["verification"]["passed"] is True
+    assert {p.key for p in proto.metadata_props} >= {"class_names", "mean", "std", "resize_size"}
+
+
+def test_an_exporter_that_writes_another_opset_than_asked_is_an_error(tmp_path, monkeypatch):
+    import io
+
+    def writes_opset_18(model, example, opset):
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (example,), buffer, opset_version=18, dynamo=False,
+                          input_names=["images"], output_names=["logits"])
+        return onnx.load_from_string(buffer.getvalue())
+
+    monkeypatch.setattr(onnx_export, "_export_legacy", writes_opset_18)
+    with pytest.raises(ExportError, match="asked for opset 17, the exporter wrote opset 18"):
+        export_model(tiny_model(), tmp_path / "out", formats=["onnx"], opset=17, progress=False)
+    assert not (tmp_path / "out").exists()

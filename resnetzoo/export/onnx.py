@@ -8,11 +8,17 @@ and both match PyTorch to ~1e-6 in ONNX Runtime; the legacy one exports resnet50
 (49 against 65 nodes for resnet18: constants folded by its optimiser). We use dynamo: a few seconds
 are worth a path that upstream maintains. Its ``dynamic_shapes`` also fail loudly at export when the
 batch axis would be specialised, where the legacy ``dynamic_axes`` could silently lose it.
+
+Below opset 18 the dynamo exporter can only export at 18 and down-convert, and for these models the
+conversion fails (ReduceMean/Squeeze axes), after which it quietly keeps opset 18. For ``opset < 18`` we
+therefore use the legacy exporter, which writes older opsets natively, and every file's real opset is
+checked against the one asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +39,26 @@ def export_onnx(
     """Write ``model`` (in eval mode) to ``path`` as one self-contained ONNX file; return facts for the manifest."""
     import onnx
 
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes=({0: batch},),
-        verbose=False,  # the dynamo exporter otherwise prints its progress to stdout
-    )
-    proto = program.model_proto
+    if opset >= DEFAULT_OPSET:
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            verbose=False,  # the dynamo exporter otherwise prints its progress to stdout
+        )
+        proto = program.model_proto
+        exporter = "torch.onnx.export(dynamo=True)"
+    else:
+        proto = _export_legacy(model, example, opset)
+        exporter = "torch.onnx.export(dynamo=False)"
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ValueError(f"asked for opset {opset}, the exporter wrote opset {written}; choose --opset {written}.")
     for key, value in to_onnx_props(metadata).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -52,4 +66,21 @@ def export_onnx(
     # One file rather than .onnx + .onnx.data: every registered ResNet is far below protobuf's 2 GB limit,
     # and a single file cannot lose its weights on the way to a server.
     onnx.save_model(proto, str(path))
-    return {"opset": opset, "ir_version": int(proto.ir_version), "exporter": "torch.onnx.export(dynamo=True)"}
+    return {"opset": opset, "ir_version": int(proto.ir_version), "exporter": exporter}
+
+
+def _export_legacy(model: torch.nn.Module, example: torch.Tensor, opset: int) -> Any:
+    import io
+
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # Upstream's notice that this exporter is deprecated: we chose it on purpose for old opsets (see above).
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        torch.onnx.export(
+            model, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+            dynamo=False, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    return onnx.load_from_string(buffer.getvalue())
