@@ -279,7 +279,8 @@ def export_model(
     details: dict[str, dict[str, Any]] = {}
     results: list[CheckResult] = []
     try:
-        bar = tqdm(kinds, desc="export", unit="file", disable=not progress, leave=False)
+        # disable=None: no bar when stderr is not a terminal (CI logs, pipes), as tqdm documents.
+        bar = tqdm(kinds, desc="export", unit="file", disable=None if progress else True, leave=False)
         for kind in bar:
             name = file_name(kind, fp16)
             bar.set_postfix_str(name)
