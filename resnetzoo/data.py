@@ -407,6 +407,7 @@ def load_splits(
     manifest_path = Path(manifest) if manifest is not None else root / MANIFEST_NAME
     previous: dict[str, str] = {}
     known: dict[str, list] = {}
+    data: dict[str, Any] | None = None
     if manifest_path.is_file():
         data = _read_manifest(manifest_path)
         settings = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
@@ -429,7 +430,7 @@ def load_splits(
         logger.info("Added %d new files to the split in %s.", added, manifest_path)
 
     split_samples = {split: [(r, label) for r, label in scan.samples if assignment[r] == split] for split in SPLITS}
-    _write_manifest(manifest_path, root, scan, split_samples, seed, val_fraction, test_fraction)
+    _write_manifest(manifest_path, root, scan, split_samples, seed, val_fraction, test_fraction, existing=data)
 
     eval_config = eval_transform_config(image_size, weights)
     train_tf = train_transform(eval_config, scale=crop_scale, hflip=hflip)
@@ -447,7 +448,7 @@ def load_splits(
 
 
 def _write_manifest(path: Path, root: Path, scan: ScanResult, split_samples: dict[str, list[tuple[str, int]]],
-                    seed: int, val_fraction: float, test_fraction: float) -> None:
+                    seed: int, val_fraction: float, test_fraction: float, existing: dict[str, Any] | None = None) -> None:
     data = {
         "format": MANIFEST_FORMAT,
         "root": str(root.resolve()),
@@ -460,6 +461,8 @@ def _write_manifest(path: Path, root: Path, scan: ScanResult, split_samples: dic
         "skipped": [{"path": relative, "reason": reason} for relative, reason in scan.skipped],
         "checked": scan.file_stats,  # lets the next scan skip decoding unchanged files
     }
+    if existing is not None and json.loads(json.dumps(data)) == existing:
+        return  # unchanged: reusing a split never rewrites it (read-only folders, several processes reading it)
     try:
         with atomic_write(path, "w") as handle:
             json.dump(data, handle, indent=1)

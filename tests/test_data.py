@@ -276,3 +276,17 @@ def test_default_transforms_follow_image_size():
     image = Image.new("RGB", (50, 40), (9, 9, 9))
     assert train_transform(config)(image).shape == (3, 32, 32)
     assert eval_transform(config)(image).shape == (3, 32, 32)
+
+
+def test_reusing_a_split_does_not_rewrite_its_manifest(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 4, "b": 4})
+    load_splits(root, image_size=16)
+    manifest = root / data.MANIFEST_NAME
+    stamp = manifest.stat().st_mtime_ns
+    manifest.chmod(0o444)
+    load_splits(root, image_size=16)
+    assert manifest.stat().st_mtime_ns == stamp
+    write_image(root / "a" / "new.png")
+    manifest.chmod(0o644)
+    load_splits(root, image_size=16)
+    assert "a/new.png" in json.loads(manifest.read_text())["checked"]

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 import resnetzoo
+from resnetzoo.config import ModelConfig, build_model
 from resnetzoo.data import load_splits
+from resnetzoo.hub import save_pretrained
 from resnetzoo.train import Trainer
 
 WORKER = """
@@ -24,13 +26,11 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-from resnetzoo import distributed
-from resnetzoo.config import ModelConfig, build_model
-from resnetzoo.data import load_splits
-from resnetzoo.train import Trainer
+from resnetzoo import distributed, train
 
-data, run, results = map(Path, sys.argv[1:4])
+results = Path(sys.argv[1])
 context = distributed.init_distributed("cpu")
+torch.manual_seed(100 + context.rank)  # the CLI reseeds; DDP must start every rank from rank 0's weights anyway
 written = []
 real_replace = os.replace
 
@@ -41,18 +41,25 @@ def recording_replace(source, destination):  # every atomic write ends in os.rep
 
 
 os.replace = recording_replace
-splits = load_splits(data, image_size=16, val_fraction=0.3, test_fraction=0.2, manifest=results / "splits.json")
-written.clear()  # the manifest is rewritten by every rank on purpose (same content, atomic); not a run file
-torch.manual_seed(100 + context.rank)  # different initial weights per rank: DDP must start all from rank 0's
-model = build_model(ModelConfig(architecture=None, num_classes=3, num_layers=[1, 1, 1, 1]))
-trainer = Trainer(splits, model, device="cpu", epochs=2, batch_size=3, lr=2e-3, num_workers=0, progress=False,
-                  freeze_epochs=1, out_dir=run)
-history = trainer.train()
-val = trainer.evaluate("val")
+trainers = []
+real_train = train.Trainer.train
+
+
+def keep_trainer(self):
+    trainers.append(self)
+    history = real_train(self)
+    self.final_val = self.evaluate("val")  # while the process group is up (main() leaves it at the end)
+    return history
+
+
+train.Trainer.train = keep_trainer
+status = train.main(sys.argv[2:])
+trainer = trainers[0]
+val = trainer.final_val
 torch.save(trainer.model.state_dict(), results / f"rank{context.rank}.pt")
 (results / f"rank{context.rank}.json").write_text(json.dumps(
-    {"history": history, "val": val, "written": sorted(set(written)), "world_size": context.world_size,
-     "steps": len(trainer.train_loader)}))
+    {"status": status, "history": trainer.history, "val": val, "written": sorted(set(written)),
+     "world_size": context.world_size, "steps": len(trainer.train_loader)}))
 distributed.cleanup()
 """
 
@@ -76,18 +83,29 @@ def torchrun(*args, cwd, timeout=240):
     return result
 
 
-def test_two_cpu_processes_train_one_model_and_only_rank_0_writes(tmp_path):
+def test_train_cli_under_torchrun_trains_one_model_on_two_processes(tmp_path):
     data = make_folder(tmp_path / "data")
     results = tmp_path / "results"
     results.mkdir()
+    run = tmp_path / "run"
+    # --model takes a saved folder too: a tiny one keeps this test about torchrun, not about compute.
+    save_pretrained(build_model(ModelConfig(architecture=None, num_classes=3, num_layers=[1, 1, 1, 1])), tmp_path / "tiny")
     (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
-    torchrun(str(tmp_path / "worker.py"), str(data), str(tmp_path / "run"), str(results), cwd=tmp_path)
+    result = torchrun(
+        str(tmp_path / "worker.py"), str(results),
+        "--data", str(data), "--model", str(tmp_path / "tiny"), "--epochs", "2", "--freeze-epochs", "1",
+        "--batch-size", "3", "--lr", "2e-3", "--image-size", "16", "--device", "cpu", "--out", str(run),
+        "--num-workers", "0", "--no-progress", "--val-fraction", "0.3", "--test-fraction", "0.2",
+        "--splits", str(results / "splits.json"),
+        cwd=tmp_path,
+    )
+    assert result.stdout.count("Run folder:") == 1  # rank 0 alone reports
 
     rank0, rank1 = (torch.load(results / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     report0, report1 = (json.loads((results / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert report0["world_size"] == 2
+    assert report0["status"] == report1["status"] == 0 and report0["world_size"] == 2
     # Metrics are all-reduced: both ranks report the same numbers, over the whole split.
     splits = load_splits(data, image_size=16, val_fraction=0.3, test_fraction=0.2, manifest=results / "splits.json")
     timing = {"train_images_per_s", "train_time_s"}  # each rank times itself
@@ -100,10 +118,12 @@ def test_two_cpu_processes_train_one_model_and_only_rank_0_writes(tmp_path):
     # The training set (15 images) is sharded: 8 per rank (one padded), batches of 3 -> 2 full steps, last dropped.
     assert report0["steps"] == 2
     assert report1["written"] == []
-    assert {"checkpoint.pt", "model.safetensors", "config.json", "history.json", "curves.png"} <= set(report0["written"])
+    assert {"checkpoint.pt", "model.safetensors", "config.json", "history.json", "curves.png", "splits.json"} <= set(
+        report0["written"])
 
     # The run folder's recorded metrics are what a single process measures on the saved model.
-    model = resnetzoo.create(tmp_path / "run")
+    model = resnetzoo.create(run)
+    assert model.config.class_names == ["class_0", "class_1", "class_2"]
     torch.set_num_threads(1)
     check = Trainer(splits, model, device="cpu", epochs=1, batch_size=3, lr=1e-3, num_workers=0, progress=False)
     single = check.evaluate("val")
@@ -111,16 +131,4 @@ def test_two_cpu_processes_train_one_model_and_only_rank_0_writes(tmp_path):
     assert single["acc1"] == recorded["val"]["acc1"] and single["num_samples"] == recorded["val"]["num_samples"]
     assert single["loss"] == pytest.approx(recorded["val"]["loss"], abs=1e-5)
     assert check.evaluate("test")["acc1"] == recorded["test"]["acc1"]
-    assert model.config.extra["training"]["world_size"] == 2
-
-
-def test_train_cli_runs_under_torchrun(tmp_path):
-    data = make_folder(tmp_path / "data", per_class=6)
-    run = tmp_path / "run"
-    result = torchrun("-m", "resnetzoo.train", "--data", str(data), "--model", "resnet18", "--epochs", "1",
-                      "--batch-size", "4", "--lr", "1e-3", "--image-size", "16", "--device", "cpu", "--out", str(run),
-                      "--num-workers", "0", "--no-progress", cwd=os.getcwd())
-    assert result.stdout.count("Run folder:") == 1  # rank 0 alone reports
-    model = resnetzoo.create(run)
-    assert model.config.class_names == ["class_0", "class_1", "class_2"]
     assert model.config.extra["training"]["world_size"] == 2
