@@ -688,63 +688,80 @@ class Trainer:
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
+    d = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="python -m resnetzoo.train",
         description="Fine-tune a ResNet on a folder of images (one sub-folder per class). Writes a run folder that "
-                    "resnetzoo.create(RUN_DIR) loads. Works the same under torchrun --nproc_per_node=N.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                    "resnetzoo.create(RUN_DIR) loads and python -m resnetzoo.predict uses. Works the same under "
+                    "torchrun --nproc_per_node=N (one process per GPU). See docs/fine-tuning.md.",
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, type=Path, help="image folder with one sub-folder per class")
+    data.add_argument("--data", required=True, type=Path, help="image folder with one sub-folder per class (required)")
     data.add_argument("--image-size", type=int, default=None,
-                      help="crop size for training and evaluation (default: the weights' own, 224)")
-    data.add_argument("--val-fraction", type=float, default=0.15, help="share of each class for validation")
-    data.add_argument("--test-fraction", type=float, default=0.15, help="share of each class for the final test")
+                      help="crop size for training and evaluation (default: the weights' own crop, else 224)")
+    data.add_argument("--val-fraction", type=float, default=0.15, help="share of each class for validation (default: 0.15)")
+    data.add_argument("--test-fraction", type=float, default=0.15,
+                      help="share of each class for the final test of the best model (default: 0.15)")
     data.add_argument("--splits", type=Path, default=None,
-                      help="split manifest to use or create (default: DATA/splits.json; a copy goes to the run folder)")
+                      help="split manifest to reuse or create (default: DATA/splits.json); a copy goes to the run folder")
     data.add_argument("--crop-scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
-                      help="area range of the random resized crop")
-    data.add_argument("--no-hflip", action="store_true", help="no random horizontal flips (text, digits, ...)")
-    data.add_argument("--num-workers", type=int, default=defaults.num_workers, help="data loading processes per GPU/process")
+                      help="area range of the random resized crop (default: 0.08 1); raise MIN for tiny images")
+    data.add_argument("--no-hflip", action="store_true", help="no random horizontal flips (for text, digits, ...)")
+    data.add_argument("--num-workers", type=int, default=d.num_workers,
+                      help=f"data loading processes per process/GPU; 0 loads in the main process (default: {d.num_workers})")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="resnet50", help="registered name (resnetzoo.list_models()) or a saved/run folder")
+    model.add_argument("--model", default="resnet50",
+                       help="registered name (see resnetzoo.list_models()) or a saved/run folder (default: resnet50)")
     model.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="TAG",
-                       help="start from pretrained weights: torchvision's default, or a tag (IMAGENET1K_V1) or .pth path")
+                       help="start from pretrained weights: torchvision's default (V2 where it exists) without TAG, "
+                            "or a tag such as IMAGENET1K_V1, or a .pth/.safetensors path (default: random init)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", required=True, type=Path, help="run folder")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    run.add_argument("--overwrite", action="store_true", help="start a new run in a folder that holds one")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    run.add_argument("--out", required=True, type=Path, help="run folder to write (required)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its checkpoint.pt (same recipe options)")
+    run.add_argument("--overwrite", action="store_true", help="start a new run in a folder that already holds one")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars, only one log line per epoch")
 
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs", type=int, default=defaults.epochs)
-    recipe.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step per process")
-    recipe.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
-    recipe.add_argument("--optimizer", choices=("adamw", "sgd"), default=defaults.optimizer)
-    recipe.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    recipe.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
-    recipe.add_argument("--scheduler", choices=("cosine", "constant"), default=defaults.scheduler)
-    recipe.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
-    recipe.add_argument("--min-lr-ratio", type=float, default=defaults.min_lr_ratio, help="final lr of the cosine, as a share of --lr")
-    recipe.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    recipe.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=defaults.amp,
-                        help="mixed precision: auto = bf16 (or fp16) on CUDA, off on CPU")
+    recipe.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs to train (default: {d.epochs})")
+    recipe.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"images per step per process (default: {d.batch_size})")
+    recipe.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
+    recipe.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer,
+                        help=f"adamw, or sgd with Nesterov momentum (default: {d.optimizer})")
+    recipe.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help=f"weight decay, not applied to biases and BatchNorm (default: {d.weight_decay})")
+    recipe.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum})")
+    recipe.add_argument("--scheduler", choices=("cosine", "constant"), default=d.scheduler,
+                        help=f"learning-rate schedule after the warmup, stepped every update (default: {d.scheduler})")
+    recipe.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                        help=f"linear warmup length, at most a quarter of training (default: {d.warmup_epochs})")
+    recipe.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                        help=f"final learning rate of the cosine, as a share of --lr (default: {d.min_lr_ratio})")
+    recipe.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                        help=f"label smoothing of the training loss (default: {d.label_smoothing})")
+    recipe.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=d.amp,
+                        help="mixed precision: auto = bf16 on CUDA when supported, else fp16; off on CPU (default: auto)")
     recipe.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="channels-last memory format (default: on for CUDA)")
-    recipe.add_argument("--grad-accum-steps", type=int, default=defaults.grad_accum_steps,
-                        help="steps whose gradients are summed before each update")
-    recipe.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm to this value")
-    recipe.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights (e.g. 0.999) and use it")
-    recipe.add_argument("--mixup-alpha", type=float, default=defaults.mixup_alpha, help="0 = off; 0.2 is typical")
-    recipe.add_argument("--cutmix-alpha", type=float, default=defaults.cutmix_alpha, help="0 = off; 1.0 is typical")
-    recipe.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
-                        help="train only the head for this many epochs first")
-    recipe.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better val acc@1")
-    recipe.add_argument("--seed", type=int, default=defaults.seed)
+                        help="channels-last memory format (default: on for CUDA, off on CPU)")
+    recipe.add_argument("--grad-accum-steps", type=int, default=d.grad_accum_steps,
+                        help="batches whose gradients are summed before each update (default: 1)")
+    recipe.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm to this value (default: off)")
+    recipe.add_argument("--ema-decay", type=float, default=None,
+                        help="keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved "
+                             "(default: off)")
+    recipe.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha, help="MixUp alpha; 0.2 is typical (default: 0, off)")
+    recipe.add_argument("--cutmix-alpha", type=float, default=d.cutmix_alpha,
+                        help="CutMix alpha; 1.0 is typical (default: 0, off)")
+    recipe.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
+                        help="train only the classifier head for this many epochs first (default: 0)")
+    recipe.add_argument("--patience", type=int, default=None,
+                        help="early stopping: stop after this many epochs without a better val acc@1 (default: off)")
+    recipe.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the split, the new head, shuffling and augmentation (default: {d.seed})")
     return parser
 
 

@@ -25,7 +25,13 @@ class TransformConfigError(ResnetzooError, ValueError):
 
 
 def _as_dict(config_or_dict: Any) -> dict[str, Any]:
-    """Accept a dict, a ``ModelConfig``, a model with ``.config``, or a torchvision/resnetzoo weights record."""
+    """Accept a dict, a ``ModelConfig``, a model with ``.config``, a torchvision/resnetzoo weights record, or a
+    name such as ``"resnet50.IMAGENET1K_V2"``."""
+    if isinstance(config_or_dict, str):  # "resnet50" (default weights) or "resnet50.IMAGENET1K_V1"
+        from .weights.records import resolve_pretrained
+
+        model_name, _, tag = config_or_dict.partition(".")
+        config_or_dict = resolve_pretrained(model_name, tag or True)
     if isinstance(config_or_dict, Mapping):
         data = dict(config_or_dict)
     elif isinstance(config_or_dict, ModelConfig):

@@ -262,6 +262,11 @@ def test_eval_transform_follows_the_weights_meta(tag, resize):
     assert (scaled["resize_size"], scaled["crop_size"]) == (resize // 2, 112)
 
 
+def test_weights_can_be_named():
+    assert eval_transform_config(weights="resnet50.IMAGENET1K_V1")["resize_size"] == 256
+    assert eval_transform_config(weights="resnet50")["resize_size"] == 232  # default weights: V2
+
+
 def test_eval_transform_matches_torchvision_preset(tmp_path):
     record = next(r for r in weights_records("resnet50") if r.tag == "IMAGENET1K_V2")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8))

@@ -283,6 +283,10 @@ def test_train_cli_end_to_end(tmp_path, fake_published_weights, capsys):
 
 
 def test_train_cli_help_documents_every_option(capsys):
+    from resnetzoo.train import _parser
+
+    undocumented = [action.option_strings for action in _parser()._actions if not action.help]
+    assert undocumented == []
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
