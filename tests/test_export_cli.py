@@ -148,3 +148,12 @@ def test_module_entry_point_prints_no_traceback_for_a_bad_name(tmp_path):
         "See resnetzoo.list_models() for every name."
     )
     assert process.stdout == ""
+
+
+def test_docs_describe_every_command_line_option():
+    from resnetzoo.export.__main__ import build_parser
+
+    docs = (REPO / "docs" / "export.md").read_text()
+    options = [o for action in build_parser()._actions for o in action.option_strings if o.startswith("--")]
+    missing = [o for o in options if o != "--help" and f"`{o}" not in docs]
+    assert not missing, f"docs/export.md does not describe {missing}"
