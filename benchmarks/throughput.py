@@ -662,7 +662,8 @@ def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
         f"- Date: {report['started_at']}; duration {report['duration_s']:.0f} s",
         f"- Command: `{report['command']}`",
         f"- Device: {device['name']} ({device['type']}), torch threads {device['torch_threads']}; "
-        f"CPU {device['cpu']['name']} ({device['cpu'].get('logical_cores')} logical cores, "
+        f"CPU {device['cpu']['name']} (family/model/stepping {device['cpu'].get('family_model_stepping', 'n/a')}, "
+        f"{device['cpu'].get('logical_cores')} logical cores, "
         f"flags {', '.join(device['cpu'].get('flags', [])) or 'n/a'})",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         f"- Settings: image size {settings['image_size']}, weights {settings['weights']}, compile mode "
@@ -703,15 +704,18 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
                          == (model, precision, batch_size, backend)]
                 values.append(match[0].speedup_vs_torchvision or 0.0 if match else 0.0)
             positions = [i + (index - (len(backends) - 1) / 2) * width for i in range(len(batch_sizes))]
-            axis.bar(positions, values, width, label=backend, color=colors(index))
+            bars = axis.bar(positions, values, width, label=backend, color=colors(index))
+            axis.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in values], fontsize=7)
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        axis.margins(y=0.12)  # room for the value labels above the bars
         axis.set_xticks(range(len(batch_sizes)), [f"batch {b}" for b in batch_sizes])
         axis.set_title(f"{model}, {precision}")
         axis.set_ylabel("speed-up over torchvision eager (images/s ratio)")
-    axes[0][0].legend(fontsize="small", loc="upper left")
+    # Beside the panels, not over the bars.
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.suptitle(title, fontsize="medium")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
