@@ -391,6 +391,11 @@ def load_pretrained(
     if in_chans is not None:
         config.in_chans = in_chans
     model = build_model(config)
+    float_dtypes = {t.dtype for t in state_dict.values() if t.is_floating_point()}
+    if len(float_dtypes) == 1 and float_dtypes != {torch.float32}:
+        # A model saved in half or bfloat16 comes back in that dtype: loading it into float32 would
+        # change its numbers (and its memory) behind the user's back.
+        model.to(float_dtypes.pop())
     if (config.num_classes, config.in_chans) == saved_shape:
         # Same shape: load strictly, so that any difference is an error rather than an adaptation.
         _load_strict(model, state_dict, weights_path)

@@ -81,6 +81,16 @@ def test_bottleneck_shapes_round_trip_bit_exact(tmp_path, name):
     assert_same_model(model, resnetzoo.create(tmp_path))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_comes_back_in_its_dtype(tmp_path, dtype):
+    model = tiny_model().to(dtype)
+    model.save_pretrained(tmp_path)
+    restored = resnetzoo.create(tmp_path)
+    assert next(restored.parameters()).dtype == dtype
+    for key, value in model.state_dict().items():
+        assert restored.state_dict()[key].dtype == value.dtype and torch.equal(restored.state_dict()[key], value), key
+
+
 def test_registered_architecture_round_trips_with_its_name(tmp_path):
     model = resnetzoo.create("resnet18", num_classes=4)
     model.save_pretrained(tmp_path)
@@ -214,6 +224,16 @@ def test_a_crash_while_saving_keeps_the_last_good_save(tmp_path, monkeypatch):
     assert folder_files(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no temporary files left behind
     assert_same_model(first, resnetzoo.create(tmp_path))
+
+
+@pytest.mark.gpu
+def test_a_model_on_cuda_saves_a_folder_that_loads_on_cpu(tmp_path):
+    model = tiny_model().to("cuda")
+    model.save_pretrained(tmp_path)
+    restored = resnetzoo.create(tmp_path)
+    assert next(restored.parameters()).device.type == "cpu"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value.cpu(), restored.state_dict()[key]), key
 
 
 def test_saved_folder_that_is_not_a_folder_is_a_clear_error(tmp_path):
