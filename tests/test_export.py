@@ -461,3 +461,42 @@ def test_an_exporter_that_writes_another_opset_than_asked_is_an_error(tmp_path, 
     with pytest.raises(ExportError, match="asked for opset 17, the exporter wrote opset 18"):
         export_model(tiny_model(), tmp_path / "out", formats=["onnx"], opset=17, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def _write_images(folder, count: int, seed: int = 0) -> list:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"{index}.png"
+        Image.fromarray(rng.integers(0, 256, (40 + index, 50, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_the_gate_can_verify_with_the_users_own_images(tmp_path):
+    _write_images(tmp_path / "photos", 3)
+    manifest = export_model(tiny_model(), tmp_path / "out", formats=["torchscript"], verify_images=tmp_path / "photos",
+                            progress=False)
+    verification = manifest["verification"]
+    assert verification["num_inputs"] == 3 and verification["batch_sizes"] == [1, 3]
+    assert str(tmp_path / "photos") in verification["input_set"]
+    checks = [c["check"] for c in manifest["files"][0]["checks"]]
+    assert "torch.jit.load, batch 3: max|diff| vs PyTorch" in checks
+
+
+def test_verify_images_errors_name_the_problem(tmp_path):
+    from resnetzoo.data import BrokenImageError
+
+    paths = _write_images(tmp_path / "photos", 2)
+    with pytest.raises(ExportError, match="needs at least 2"):
+        export_model(tiny_model(), tmp_path / "out", verify_images=[paths[0]], progress=False)
+    with pytest.raises(ExportError, match="does not exist"):
+        export_model(tiny_model(), tmp_path / "out", verify_images=[tmp_path / "nope.jpg"], progress=False)
+    broken = tmp_path / "photos" / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(BrokenImageError, match="broken.png"):
+        export_model(tiny_model(), tmp_path / "out", verify_images=tmp_path / "photos", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -144,6 +144,36 @@ def _check_out_dir(out_dir: Path) -> None:
                           "Choose an output folder you can write to.")
 
 
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _image_inputs(sources: Any, metadata: dict[str, Any], limit: int) -> tuple[torch.Tensor, str]:
+    """The verification set from the user's own images, decoded and preprocessed as resnetzoo.predict does."""
+    from ..data import load_image
+    from ..transforms import eval_transform
+
+    if metadata["input_shape"][1] != 3:
+        raise ExportError("verify_images needs a 3-channel (RGB) model; leave it out to use the synthetic set.")
+    items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ExportError(f"Verification image {path} does not exist.")
+    files = files[:limit]
+    if len(files) < 2:
+        raise ExportError(f"verify_images gave {len(files)} image(s); the gate needs at least 2 (batch 1 and batch N).")
+    transform = eval_transform({key: metadata[key] for key in ("resize_size", "crop_size", "mean", "std",
+                                                                "interpolation")})
+    # A broken image raises resnetzoo.data.BrokenImageError, which names the file.
+    inputs = torch.stack([transform(load_image(path)) for path in files])
+    return inputs, f"{len(files)} image(s) from {', '.join(str(i) for i in items)}"
+
+
 def _prepare_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +248,7 @@ def export_model(
     num_verify_inputs: int = DEFAULT_NUM_INPUTS,
     tolerance: float = FP32_TOLERANCE,
     min_agreement: float = FP16_MIN_AGREEMENT,
+    verify_images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Export a model to each format in ``formats`` and prove every file before it reaches ``out_dir``.
@@ -235,6 +266,9 @@ def export_model(
         num_verify_inputs: size of the fixed input set; the batch-size check runs at 1 and at this size.
         tolerance: fp32 limit on max |logit difference| against PyTorch.
         min_agreement: fp16 limit on top-1 agreement with the fp32 PyTorch model.
+        verify_images: image files or folders to verify with instead of the synthetic set (the first
+            ``num_verify_inputs`` in sorted order, preprocessed as ``resnetzoo.predict`` does): real photos
+            make the fp16 agreement check speak about your data.
         progress: draw a progress bar over the formats.
 
     Returns:
@@ -258,8 +292,6 @@ def export_model(
     if config.num_classes == 0:
         raise ExportError("This model has no classifier head (num_classes=0); export a classifier, or give the "
                           "folder a head with num_classes=N.")
-    created_out_dir = not out_dir.exists()
-    _prepare_out_dir(out_dir)
     if config.base_weights is None:
         logger.warning("Exporting %s with randomly initialised weights (no pretrained weights, no trained folder).",
                        config.architecture or "a ResNet")
@@ -270,11 +302,17 @@ def export_model(
     metadata = export_metadata(config, image_size, dtype, __version__)
     _, in_chans, height, _ = metadata["input_shape"]
     reference_model = copy.deepcopy(model).float().cpu().eval()
-    inputs = verification_inputs(in_chans, height, metadata["mean"], metadata["std"], count=num_verify_inputs)
+    if verify_images is not None:
+        inputs, input_set = _image_inputs(verify_images, metadata, num_verify_inputs)
+    else:
+        inputs = verification_inputs(in_chans, height, metadata["mean"], metadata["std"], count=num_verify_inputs)
+        input_set = "seeded smooth random images, normalised with the model's mean/std (see resnetzoo.export.verify)"
     reference = make_reference(reference_model, inputs)
     export_model_ = copy.deepcopy(reference_model).half() if fp16 else reference_model
     example = inputs[:2].to(torch.float16 if fp16 else torch.float32)
 
+    created_out_dir = not out_dir.exists()
+    _prepare_out_dir(out_dir)
     temporary: dict[str, Path] = {}
     details: dict[str, dict[str, Any]] = {}
     results: list[CheckResult] = []
@@ -297,7 +335,7 @@ def export_model(
         if any(not r.passed for r in results):
             raise ExportVerificationError(out_dir, results)
         manifest = _manifest(source_text, kinds, fp16, metadata, details, temporary, results, verify,
-                             num_verify_inputs, tolerance, min_agreement)
+                             int(inputs.shape[0]), tolerance, min_agreement, input_set)
         for kind in kinds:
             _fsync_file(temporary[kind])  # the bytes reach the disk before the name does: no empty file after a crash
             os.replace(temporary[kind], out_dir / file_name(kind, fp16))
@@ -320,7 +358,7 @@ def export_model(
 
 def _manifest(source: str, kinds: list[str], fp16: bool, metadata: dict[str, Any], details: dict[str, dict[str, Any]],
               temporary: dict[str, Path], results: list[CheckResult], verify: bool, num_inputs: int,
-              tolerance: float, min_agreement: float) -> dict[str, Any]:
+              tolerance: float, min_agreement: float, input_set: str) -> dict[str, Any]:
     from ..weights.files import sha256_file
 
     files = []
@@ -350,7 +388,7 @@ def _manifest(source: str, kinds: list[str], fp16: bool, metadata: dict[str, Any
             "batch_sizes": [1, num_inputs],
             "fp32_max_abs_diff": tolerance,
             "fp16_min_top1_agreement": min_agreement,
-            "input_set": "seeded smooth random images, normalised with the model's mean/std (see resnetzoo.export.verify)",
+            "input_set": input_set,
         },
         "files": files,
     }

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the verification gate (files are then written unproven; the manifest says so)")
     parser.add_argument("--verify-inputs", type=int, default=DEFAULT_NUM_INPUTS, metavar="N",
                         help=f"size of the fixed verification input set (default {DEFAULT_NUM_INPUTS})")
+    parser.add_argument("--verify-images", nargs="+", default=None, metavar="PATH",
+                        help="image files or folders to verify with instead of the synthetic set (the first N of "
+                             "--verify-inputs, sorted); real photos make the fp16 check speak about your data")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     return parser
 
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest = export_model(
                 args.source, args.out, args.formats, pretrained=args.pretrained, num_classes=args.num_classes,
                 image_size=args.image_size, opset=args.opset, fp16=args.fp16, verify=not args.no_verify,
-                num_verify_inputs=args.verify_inputs, progress=not args.quiet,
+                num_verify_inputs=args.verify_inputs, verify_images=args.verify_images, progress=not args.quiet,
             )
     except ExportVerificationError as error:
         print(format_table(error.results), file=sys.stderr)
