@@ -155,8 +155,7 @@ def _expand(inputs: Sequence[str], class_names: Sequence[str]) -> list[tuple[Pat
     return found
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m resnetzoo.predict RUN_DIR IMAGE... [--topk 5] [--grid predictions.png]``."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m resnetzoo.predict",
         description="Print the top-k classes of images with a trained model (a run folder, a saved folder or "
@@ -170,8 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=None, help="draw the images with their predictions into this PNG")
     parser.add_argument("--grid-max", type=int, default=25, help="at most this many images in the grid")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m resnetzoo.predict RUN_DIR IMAGE... [--topk 5] [--grid predictions.png]``."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     try:

@@ -101,3 +101,31 @@ def test_predict_cli_with_a_missing_model_is_a_clear_error(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
     assert main([str(tmp_path / "no-run"), str(tmp_path / "x.png")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def _documented_commands(module: str) -> list[list[str]]:
+    """Every ``python -m MODULE ...`` / ``torchrun ... -m MODULE ...`` command in the docs, as argv lists."""
+    import shlex
+    from pathlib import Path
+
+    commands = []
+    for doc in ("fine-tuning.md", "multi-gpu.md"):
+        text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+        for block in text.split("```bash")[1:]:
+            for command in block.split("```", 1)[0].replace("\\\n", " ").splitlines():
+                words = shlex.split(command.split(" #", 1)[0])
+                if f"-m={module}" in words or (module in words and "-m" in words):
+                    commands.append(words[words.index(module) + 1 :])
+    return commands
+
+
+@pytest.mark.parametrize("module", ["resnetzoo.train", "resnetzoo.predict"])
+def test_commands_in_the_docs_parse(module):
+    from resnetzoo import predict as predict_module
+    from resnetzoo import train as train_module
+
+    parser = {"resnetzoo.train": train_module._parser, "resnetzoo.predict": predict_module._parser}[module]()
+    commands = _documented_commands(module)
+    assert commands
+    for argv in commands:
+        parser.parse_args([word for word in argv if word != "..."])  # exits (fails the test) on an option the CLI does not have
