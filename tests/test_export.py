@@ -369,6 +369,10 @@ def test_bad_sources_and_outputs_raise_clear_errors(tmp_path):
     folder = tiny_model().save_pretrained(tmp_path / "run")
     with pytest.raises(ExportError, match="drop --pretrained"):
         export_model(folder, tmp_path / "out", pretrained=True)
+    replaced_head = tiny_model()
+    replaced_head.reset_classifier(5)
+    with pytest.raises(ExportError, match="head has 5 classes but model.config says 3"):
+        export_model(replaced_head, tmp_path / "out")
     headless = build_model(ModelConfig(architecture=None, num_classes=0, num_layers=[1, 1, 1, 1]))
     with pytest.raises(ExportError, match="no classifier head"):
         export_model(headless, tmp_path / "out")

@@ -112,6 +112,13 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None,
         if not isinstance(getattr(source, "config", None), ModelConfig):
             raise ExportError("This model has no .config; build it with resnetzoo.create() so that the export can "
                               "record its preprocessing and labels.")
+        head = getattr(source, "num_classes", source.config.num_classes)
+        if head != source.config.num_classes:
+            # e.g. reset_classifier() after create(): the config would label 10 logits with 1000 ImageNet names.
+            raise ExportError(
+                f"The model's head has {head} classes but model.config says {source.config.num_classes}. Set "
+                f"model.config.num_classes = {head} and model.config.class_names (a list of {head} names) first."
+            )
         return source, f"{type(source).__name__} object"
     text = os.fspath(source)
     if text.startswith("hf-hub:"):  # a saved folder on the Hugging Face Hub
