@@ -204,6 +204,7 @@ def test_fp16_export_takes_and_returns_float16_and_passes_the_agreement_gate(tmp
     checks = manifest["files"][0]["checks"]
     agreement = [c for c in checks if "top-1 agreement" in c["check"]]
     assert agreement and all(c["passed"] and c["limit"] == ">= 99%" for c in agreement)
+    assert "onnxruntime CPU, batch 32: float16 outputs, NaN/Inf" in {c["check"] for c in checks}
     assert manifest["metadata"]["input_dtype"] == "float16"
 
 

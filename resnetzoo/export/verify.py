@@ -124,7 +124,8 @@ def _compare(
                                    str(list(outputs32.shape)), str(list(reference.shape))))
         return results
     non_finite = int((~np.isfinite(outputs32)).sum())
-    results.append(CheckResult(label, f"{runtime}, batch {batch}: NaN/Inf outputs", non_finite == 0,
+    # The dtype was checked above; naming it here shows in the table that float16 files return float16.
+    results.append(CheckResult(label, f"{runtime}, batch {batch}: {dtype} outputs, NaN/Inf", non_finite == 0,
                                str(non_finite), "0", measured=non_finite))
     max_diff = float(np.abs(outputs32 - reference).max()) if non_finite == 0 else math.inf
     if dtype == "float32":
