@@ -253,15 +253,23 @@ def read_config(folder: str | os.PathLike) -> ModelConfig:
     if not path.is_file():
         weights = folder / WEIGHTS_NAME
         if weights.is_file():
-            embedded = read_safetensors_header(weights).get("__metadata__", {}).get(METADATA_KEY)
-            if isinstance(embedded, str):
+            embedded = _embedded_config(read_safetensors_header(weights), weights)
+            if embedded is not None:
                 logger.warning("%s is missing; using the copy of the config stored in %s.", path, weights)
-                return parse_config(embedded.encode("utf-8", errors="replace"), f"{weights} (embedded config)")
+                return embedded
         raise ConfigError(
             f"{folder} has no {CONFIG_NAME}: it is not a folder saved by resnetzoo (model.save_pretrained or a "
             "training run). For a bare state dict file use resnetzoo.create(name, pretrained='path/to/file')."
         )
     return parse_config(_read_config_bytes(path), str(path))
+
+
+def _embedded_config(header: dict[str, Any], weights_path: Path) -> ModelConfig | None:
+    """The config that ``save_pretrained`` stored inside the safetensors file, if any."""
+    embedded = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    if not isinstance(embedded, str):
+        return None
+    return parse_config(embedded.encode("utf-8", errors="replace"), f"{weights_path} (embedded config)")
 
 
 def _read_config_bytes(path: Path) -> bytes:
@@ -381,7 +389,17 @@ def load_pretrained(
         raise WeightsFileError(weights_path, "missing.", f"A saved folder holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
     # Compare shapes from the header before reading any tensor or building the model: a config that
     # claims a huge architecture next to a small file fails here, without allocating for it.
-    _check_shapes(config, read_safetensors_header(weights_path), weights_path)
+    header = read_safetensors_header(weights_path)
+    mismatch = _shape_mismatch(config, header)
+    if mismatch:
+        fix = "The two files come from different models; copy both from the same save."
+        embedded = _embedded_config(header, weights_path)
+        if embedded is not None and not _shape_mismatch(embedded, header) and not source.startswith(HF_HUB_PREFIX):
+            # Typical after a save interrupted between its two renames (new weights, old config). We do
+            # not pick a side silently: a config.json may also have been edited or swapped on purpose.
+            fix = (f"The weights file carries the config it was saved with: if a save was interrupted, delete "
+                   f"{weights_path.parent / CONFIG_NAME} and load again to use that copy, or re-save the model.")
+        raise WeightsFileError(weights_path, f"does not match {CONFIG_NAME} beside it ({mismatch}).", fix)
     state_dict = load_safetensors(weights_path)
 
     saved_shape = (config.num_classes, config.in_chans)
@@ -404,17 +422,23 @@ def load_pretrained(
     return model
 
 
-def _check_shapes(config: ModelConfig, header: dict[str, Any], path: Path) -> None:
+def _shape_mismatch(config: ModelConfig, header: dict[str, Any]) -> str | None:
+    """What differs between the config's model and the tensors a safetensors header lists (None: nothing)."""
     expected = {k: list(v.shape) for k, v in build_model_meta(config).state_dict().items()}
     found = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     misshaped = [f"{k} {found[k]} (config says {expected[k]})" for k in expected if k in found and found[k] != expected[k]]
-    if missing or unexpected or misshaped:
-        parts = [f"{len(keys)} {label}: {', '.join(map(str, keys[:4]))}" + (" ..." if len(keys) > 4 else "")
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    parts = [f"{len(keys)} {label}: {', '.join(map(str, keys[:4]))}" + (" ..." if len(keys) > 4 else "")
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    return "; ".join(parts) or None
+
+
+def _check_shapes(config: ModelConfig, header: dict[str, Any], path: Path) -> None:
+    mismatch = _shape_mismatch(config, header)
+    if mismatch:
         raise WeightsFileError(
-            path, f"does not match {CONFIG_NAME} beside it ({'; '.join(parts)}).",
+            path, f"does not match {CONFIG_NAME} beside it ({mismatch}).",
             "The two files come from different models; copy both from the same save.",
         )
 

@@ -236,6 +236,32 @@ def test_a_model_on_cuda_saves_a_folder_that_loads_on_cpu(tmp_path):
         assert torch.equal(value.cpu(), restored.state_dict()[key]), key
 
 
+def test_a_save_interrupted_between_weights_and_config_is_detected_and_recoverable(tmp_path, monkeypatch, caplog):
+    tiny_model(num_classes=3).save_pretrained(tmp_path)
+    newer = tiny_model(num_classes=5, seed=1)
+
+    real_atomic_write = hub.atomic_write
+
+    def crash_on_config(path, mode="wb"):
+        if Path(path).name == hub.CONFIG_NAME:
+            raise KeyboardInterrupt  # the process dies after the weights were renamed into place
+        return real_atomic_write(path, mode)
+
+    monkeypatch.setattr(hub, "atomic_write", crash_on_config)
+    with pytest.raises(KeyboardInterrupt):
+        newer.save_pretrained(tmp_path)
+    monkeypatch.undo()
+
+    assert json.loads((tmp_path / hub.CONFIG_NAME).read_text())["num_classes"] == 3  # the old config is left
+    with pytest.raises(WeightsFileError, match="if a save was interrupted, delete .*config.json"):
+        resnetzoo.create(tmp_path)  # never a silent choice between the two
+    (tmp_path / hub.CONFIG_NAME).unlink()  # the documented fix
+    with caplog.at_level("WARNING", logger="resnetzoo.hub"):
+        restored = resnetzoo.create(tmp_path)
+    assert_same_model(newer, restored)
+    assert "using the copy of the config stored in" in caplog.text
+
+
 def test_saved_folder_that_is_not_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ResnetzooError, match="config.json"):
         resnetzoo.create(tmp_path)  # empty folder
