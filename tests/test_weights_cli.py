@@ -178,6 +178,14 @@ def test_download_of_an_unknown_model_suggests_names(capsys):
     assert status == 1 and "Did you mean" in err
 
 
+def test_a_bundle_path_that_is_a_file_is_a_one_line_error(capsys, fake_published_weights, tmp_path):
+    fake_published_weights("resnet18")
+    not_a_folder = tmp_path / "bundle"
+    not_a_folder.write_text("")
+    status, _, err = run(capsys, "download", "resnet18", "--to", str(not_a_folder))
+    assert status == 1 and err.startswith("error: ") and str(not_a_folder) in err
+
+
 def test_download_without_names_is_a_usage_error(capsys):
     status, _, err = run(capsys, "download")
     assert status == 2 and "--all" in err

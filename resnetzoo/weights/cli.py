@@ -348,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except ResnetzooError as error:
+    except (ResnetzooError, OSError) as error:  # OSError: a bundle path that is a file, a full disk, ...
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Every write goes through a temporary file: an interrupted download or copy leaves nothing behind.
+        print("interrupted; nothing partial was kept.", file=sys.stderr)
+        return 130
