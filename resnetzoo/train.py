@@ -427,12 +427,22 @@ class Trainer:
                    disable=not (recipe.progress and self.is_main), dynamic_ncols=True)
         start = last_refresh = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
+        previous = None
         for step, (images, labels, num_broken) in enumerate(self.train_loader):
             skipped += num_broken
-            if labels.numel() == 0:
-                continue
-            images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
-            labels = labels.to(self.device, non_blocking=True)
+            empty = labels.numel() == 0  # every image of the batch failed to load
+            if empty:
+                if self._ddp is None or previous is None:
+                    bar.update(1)
+                    continue
+                # Under DDP every process must run every backward (gradients are all-reduced there): repeat the
+                # previous batch with a zero loss weight instead of skipping the step.
+                images, labels = previous
+            else:
+                images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
+                labels = labels.to(self.device, non_blocking=True)
+                if self._ddp is not None:
+                    previous = (images, labels)
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
@@ -443,7 +453,7 @@ class Trainer:
                 with self._autocast():
                     logits = model(images)
                     loss = self.criterion(logits, targets)
-                self.scaler.scale(loss / accumulate).backward()
+                self.scaler.scale(loss * 0.0 if empty else loss / accumulate).backward()
             if update:
                 if recipe.clip_grad_norm is not None:
                     self.scaler.unscale_(self.optimizer)
@@ -455,11 +465,13 @@ class Trainer:
                 self.global_step += 1
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
+            bar.update(1)
+            if empty:
+                continue
             # Metrics stay on the device: reading them every step would wait for the GPU each time.
             loss_sum += loss.detach().float() * labels.numel()
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.numel()
-            bar.update(1)
             now = time.perf_counter()
             if not bar.disable and now - last_refresh > 1.0:
                 last_refresh = now

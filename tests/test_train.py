@@ -315,3 +315,16 @@ def test_cuda_training_uses_mixed_precision_and_channels_last(splits, tmp_path):
     best = trainer.best_state_dict()
     assert all(torch.equal(rebuilt.state_dict()[k], best[k].cpu()) for k in best)
     assert rebuilt.config.extra["training"]["amp_dtype"] in ("bfloat16", "float16")
+
+
+def test_images_that_break_during_training_are_skipped_and_counted(splits, caplog):
+    broken = splits["train"].samples[:4]
+    for path, _ in broken:
+        with open(path, "wb") as handle:
+            handle.write(b"\x89PNG\r\n\x1a\n broken after the scan")
+    trainer = Trainer(splits, tiny_model(), epochs=2, batch_size=4, lr=1e-3, **FAST)
+    with caplog.at_level("WARNING"):
+        history = trainer.train()
+    assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
+    assert "4 images failed to load in epoch 1" in caplog.text and "4 images failed to load in epoch 2" in caplog.text
+    assert all(path in caplog.text for path, _ in broken)
