@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported": ".pt2"}
 _ALIASES = {"pt2": "exported", "ts": "torchscript", "jit": "torchscript"}
 DEFAULT_FORMATS = ("onnx", "torchscript", "exported")
+_DESCRIPTIONS = {"onnx": "ONNX", "torchscript": "TorchScript", "exported": "torch.export program"}
 MANIFEST_NAME = "manifest.json"
 MAX_IMAGE_SIZE = 4096
 
@@ -332,7 +333,7 @@ def export_model(
             # A hidden temporary name in the output folder, so that os.replace into place is atomic; it keeps
             # the real suffix because torch.export.load refuses paths that do not end in .pt2.
             temporary[kind] = out_dir / f".part-{uuid.uuid4().hex[:8]}-{name}"
-            logger.info("Exporting %s to %s", kind, name)
+            logger.info("Exporting %s (%s)", name, _DESCRIPTIONS[kind])
             with torch.no_grad():
                 details[kind] = _export_one(kind, export_model_, temporary[kind], example, metadata, opset)
             if verify:
