@@ -19,8 +19,18 @@ from PIL import Image
 import resnetzoo
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-# Short timing: the tests check the plumbing, not the speed.
-FAST = ["--no-progress", "--min-time", "0.05", "--rounds", "1", "--warmup", "0", "--min-iterations", "2"]
+# Short timing: the tests check the plumbing, not the speed. One thread: on a busy 2-core machine two OpenMP
+# threads that wait for each other can make a 64 px resnet18 call take a second.
+FAST = ["--no-progress", "--min-time", "0.05", "--rounds", "1", "--warmup", "0", "--min-iterations", "2",
+        "--threads", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_threads():
+    """main(--threads 1) sets torch's global thread count; give the rest of the session its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -165,25 +175,25 @@ def test_onnx_dir_files_are_used_and_checked_against_torchvision(throughput, qui
     initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * 1.01, initializer.name))
     (tmp_path / "other").mkdir()
     onnx.save(proto, str(tmp_path / "other" / "resnet18.onnx"))
-    common = ["--device", "cpu", "--models", "resnet18", "--batch-sizes", "2", "--image-size", "64",
+    common = ["--device", "cpu", "--models", "resnet18", "--batch-sizes", "1", "--image-size", "64",
               "--backends", "onnxruntime-cpu", *FAST]
 
     assert throughput.main([*common, "--onnx-dir", str(quick_out / "onnx"), "--out", str(tmp_path / "a")]) == 0
     _, rows = read_results(tmp_path / "a")
-    assert rows[(2, "onnxruntime-cpu")]["status"] == "ok"
-    assert rows[(2, "onnxruntime-cpu")]["logit_error"] <= 1e-4
+    assert rows[(1, "onnxruntime-cpu")]["status"] == "ok"
+    assert rows[(1, "onnxruntime-cpu")]["logit_error"] <= 1e-4
 
     # A file holding other weights is exactly what the parity gate exists for.
     assert throughput.main([*common, "--onnx-dir", str(tmp_path / "other"), "--out", str(tmp_path / "b")]) == 1
     _, rows = read_results(tmp_path / "b")
-    assert rows[(2, "onnxruntime-cpu")]["status"] == "failed"
+    assert rows[(1, "onnxruntime-cpu")]["status"] == "failed"
 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert throughput.main([*common, "--onnx-dir", str(empty), "--out", str(tmp_path / "c")]) == 0
     _, rows = read_results(tmp_path / "c")
-    assert rows[(2, "onnxruntime-cpu")]["status"] == "skipped"
-    assert "resnet18/model.onnx" in rows[(2, "onnxruntime-cpu")]["reason"]
+    assert rows[(1, "onnxruntime-cpu")]["status"] == "skipped"
+    assert "resnet18/model.onnx" in rows[(1, "onnxruntime-cpu")]["reason"]
 
 
 @pytest.mark.parametrize(
