@@ -167,6 +167,19 @@ def test_a_mirror_serving_wrong_bytes_saves_nothing(capsys, fake_published_weigh
     assert sorted(p.name for p in bundle.iterdir()) == []
 
 
+def test_a_failed_download_keeps_the_finished_part_of_the_bundle(capsys, fake_published_weights, mirror, tmp_path):
+    first, payload = fake_published_weights("resnet18", cached=False)
+    missing, _ = fake_published_weights("resnet34", cached=False)
+    mirror[first.filename] = payload  # the mirror lacks the second file: HTTP 404
+    bundle = tmp_path / "bundle"
+
+    status, _, err = run(capsys, "download", "resnet18", "resnet34", "--to", str(bundle), "--no-progress")
+
+    assert status == 1 and f"Downloading {missing.full_name}" in err and "404" in err
+    assert cli.read_manifest(bundle / cli.MANIFEST_NAME) == {first.filename: sha256(payload)}
+    assert sorted(p.name for p in bundle.iterdir()) == sorted([first.filename, cli.MANIFEST_NAME])
+
+
 def test_download_while_offline_is_a_clear_error(capsys, fake_published_weights):
     fake_published_weights("resnet18", cached=False)
     status, _, err = run(capsys, "download", "resnet18")

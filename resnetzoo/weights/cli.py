@@ -174,11 +174,22 @@ def cmd_download(specs: Sequence[str], everything: bool = False, to: Path | None
                 )
             # Straight into the bundle, not via the cache: a bundle of every model is several GB.
             # _weights_url honours the RESNETZOO_WEIGHTS_URL mirror exactly as fetch_weights does.
-            files.download_url(files._weights_url(record), destination, record.sha256_prefix, progress=progress)
+            url = files._weights_url(record)
+            try:
+                files.download_url(url, destination, record.sha256_prefix, progress=progress)
+            except WeightsFileError:
+                raise
+            except OSError as error:  # URLError, HTTPError, timeouts: nothing was kept for this file
+                reason = error if hasattr(error, "code") else getattr(error, "reason", error)  # "HTTP Error 404: ..."
+                raise WeightsUnavailableError(
+                    f"Downloading {record.full_name} from {url} failed ({reason}). Check the "
+                    f"network or {files.MIRROR_ENV}; files already in {to} are kept and listed in {MANIFEST_NAME}."
+                ) from None
             how = "downloaded"
         manifest[record.filename] = files.sha256_file(destination)
+        # After every file: an interrupted --all still leaves a bundle whose manifest lists what it holds.
+        write_manifest(to / MANIFEST_NAME, manifest)
         print(f"ok  {record.full_name}  {destination}  ({how})")
-    write_manifest(to / MANIFEST_NAME, manifest)
     print(f"\nBundle {to}: {len(manifest)} files listed in {MANIFEST_NAME}. On the offline machine run:\n"
           f"  python -m resnetzoo.weights import {to}")
     return 0
