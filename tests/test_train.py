@@ -156,7 +156,7 @@ def _train_until(splits, out_dir, stop_after, **options):
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_resumed_run_ends_with_bitwise_the_same_weights(splits, tmp_path, num_workers):
-    options = {**FAST, "num_workers": num_workers, "epochs": 3, "batch_size": 4, "lr": 2e-3, "warmup_epochs": 1,
+    options = {**FAST, "num_workers": num_workers, "epochs": 2, "batch_size": 4, "lr": 2e-3, "warmup_epochs": 0.5,
                "mixup_alpha": 0.4, "ema_decay": 0.9}
     straight = Trainer(splits, tiny_model(), out_dir=tmp_path / "straight", **options)
     straight.train()
