@@ -368,14 +368,18 @@ def load_pretrained(
     """Rebuild the model saved in a folder (or on the Hub as ``hf-hub:org/name``), bit for bit.
 
     ``num_classes`` or ``in_chans`` different from the saved model adapt the head or stem as
-    ``create()`` does for pretrained weights. ``revision`` (Hub only) is a branch, tag or commit.
+    ``create()`` does for pretrained weights. ``revision`` (Hub only) is a branch, tag or commit;
+    ``"hf-hub:org/name@v1.0"`` says the same.
     Offline (``HF_HUB_OFFLINE=1`` or ``RESNETZOO_OFFLINE=1``) a Hub name is served from the cache.
     """
     if overrides:
         raise TypeError(f"A saved model's architecture is fixed by its config.json; unexpected options {sorted(overrides)}.")
     source = os.fspath(source)
     if source.startswith(HF_HUB_PREFIX):
-        config_path, weights_path = _download_from_hub(source[len(HF_HUB_PREFIX):], revision)
+        repo_id, _, pinned = source[len(HF_HUB_PREFIX):].partition("@")  # timm's "hf-hub:org/name@revision"
+        if pinned and revision is not None and pinned != revision:
+            raise TypeError(f"{source!r} pins revision {pinned!r} but revision={revision!r} was also given.")
+        config_path, weights_path = _download_from_hub(repo_id, revision or pinned or None)
         config = parse_config(_read_config_bytes(config_path), f"{source} ({config_path})")
     elif revision is not None:
         raise TypeError("revision= applies only to 'hf-hub:' names.")

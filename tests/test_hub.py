@@ -462,6 +462,7 @@ def test_hub_revision_selects_the_tagged_commit(fake_hub, tmp_path):
 
     assert_same_model(old, resnetzoo.create("hf-hub:org/tiny", revision="v1"))
     assert_same_model(old, resnetzoo.create("hf-hub:org/tiny", revision=old_sha))
+    assert_same_model(old, resnetzoo.create("hf-hub:org/tiny@v1"))
     assert_same_model(new, resnetzoo.create("hf-hub:org/tiny"))
 
 
@@ -534,6 +535,12 @@ def test_unknown_hub_revision_is_a_clear_error(fake_hub, tmp_path):
     fake_hub.publish_folder("org/tiny", tmp_path / "folder")
     with pytest.raises(hub.HubError, match="no such revision"):
         resnetzoo.create("hf-hub:org/tiny", revision="v9")
+
+
+def test_an_invalid_hub_name_is_a_clear_error(fake_hub):
+    with pytest.raises(hub.HubError, match="org/name"):
+        resnetzoo.create("hf-hub:not a/valid//name")
+    assert fake_hub.requests == []
 
 
 def test_hub_repository_without_resnetzoo_files_is_a_clear_error(fake_hub):
