@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -328,3 +329,58 @@ def test_images_that_break_during_training_are_skipped_and_counted(splits, caplo
     assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
     assert "4 images failed to load in epoch 1" in caplog.text and "4 images failed to load in epoch 2" in caplog.text
     assert all(path in caplog.text for path, _ in broken)
+
+
+KILLED_WORKER = """
+import os, sys, time
+import torch
+
+torch.set_num_threads(1)
+from resnetzoo import train
+
+real_fsync, saves = os.fsync, []
+
+
+def fsync_that_stalls_in_the_second_checkpoint(fd):
+    if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".checkpoint.pt."):
+        saves.append(fd)
+        if len(saves) == 2:  # epoch 2's checkpoint is written but not yet renamed into place
+            print("saving", flush=True)
+            time.sleep(120)
+    real_fsync(fd)
+
+
+os.fsync = fsync_that_stalls_in_the_second_checkpoint
+train.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_run_killed_while_saving_resumes_to_the_same_weights(tmp_path):
+    import signal
+    import subprocess
+
+    from resnetzoo.hub import save_pretrained
+
+    data = make_folder(tmp_path / "data")
+    save_pretrained(tiny_model(), tmp_path / "tiny")
+    argv = ["--data", str(data), "--model", str(tmp_path / "tiny"), "--epochs", "3", "--batch-size", "4", "--lr", "2e-3",
+            "--image-size", "16", "--device", "cpu", "--num-workers", "0", "--no-progress", "--val-fraction", "0.34",
+            "--test-fraction", "0", "--splits", str(tmp_path / "splits.json")]
+    process = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, *argv, "--out", str(tmp_path / "killed")],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout.readline().strip() == "saving"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert load_checkpoint(tmp_path / "killed" / CHECKPOINT_NAME)["epoch"] == 1  # epoch 1's, whole
+
+    assert main([*argv, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
+    resumed = load_checkpoint(tmp_path / "killed" / CHECKPOINT_NAME)
+    straight = load_checkpoint(tmp_path / "straight" / CHECKPOINT_NAME)
+    assert resumed["epoch"] == straight["epoch"] == 3
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
