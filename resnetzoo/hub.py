@@ -344,7 +344,8 @@ def _download_from_hub(repo_id: str, revision: str | None) -> tuple[Path, Path]:
         ) from None
     except LocalEntryNotFoundError as error:
         # Offline, or the network is down, and the cache lacks the files.
-        reason = "offline mode is on (HF_HUB_OFFLINE or RESNETZOO_OFFLINE)" if local_only else f"the Hub is unreachable ({error})"
+        reason = ("offline mode is on (HF_HUB_OFFLINE or RESNETZOO_OFFLINE)" if local_only
+                  else f"the Hub is unreachable ({_first_line(error)})")
         raise WeightsUnavailableError(
             f"{where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {reason}. "
             f"Fix: on a machine with network, run once: python -c \"import resnetzoo; resnetzoo.create('hf-hub:{repo_id}')\" "
@@ -357,8 +358,14 @@ def _download_from_hub(repo_id: str, revision: str | None) -> tuple[Path, Path]:
             "are written by model.push_to_hub(...)."
         ) from None
     except OSError as error:  # HfHubHTTPError (5xx, 401...) and connection errors are OSErrors
-        raise HubError(f"{where}: the Hub request failed ({str(error).splitlines()[0][:300]}).") from None
+        raise HubError(f"{where}: the Hub request failed ({_first_line(error)}).") from None
     return config_path, weights_path
+
+
+def _first_line(error: BaseException) -> str:
+    """huggingface_hub's messages run over several lines; ours keep the first (at most 300 characters)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
 
 
 def load_pretrained(
@@ -520,9 +527,8 @@ def push_to_hub(
             commit = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision,
                                        create_pr=create_pr)
         except OSError as error:  # HfHubHTTPError and connection errors
-            first_line = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
             raise HubError(
-                f"Pushing to {repo_id} on {constants.ENDPOINT} failed ({first_line}). Check that you are logged in "
+                f"Pushing to {repo_id} on {constants.ENDPOINT} failed ({_first_line(error)}). Check that you are logged in "
                 "(hf auth login, or HF_TOKEN) with write access to that namespace."
             ) from None
     url = commit.pr_url if create_pr and commit.pr_url else commit.commit_url
