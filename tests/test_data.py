@@ -295,3 +295,15 @@ def test_reusing_a_split_does_not_rewrite_its_manifest(tmp_path):
     manifest.chmod(0o644)
     load_splits(root, image_size=16)
     assert "a/new.png" in json.loads(manifest.read_text())["checked"]
+
+
+def test_unchanged_files_are_not_decoded_again(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "d", {"a": 4, "b": 4})
+    load_splits(root, image_size=16)
+    checked = []
+    monkeypatch.setattr(data, "check_image", lambda path: checked.append(path) or None)
+    load_splits(root, image_size=16)
+    assert checked == []
+    write_image(root / "a" / "001.png", size=(30, 30))  # same name, new content: checked again
+    load_splits(root, image_size=16)
+    assert [p.name for p in checked] == ["001.png"]
