@@ -509,3 +509,15 @@ def test_verify_images_errors_name_the_problem(tmp_path):
     with pytest.raises(BrokenImageError, match="broken.png"):
         export_model(tiny_model(), tmp_path / "out", verify_images=tmp_path / "photos", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_random_weights_warning_only_for_a_bare_model_name(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="resnetzoo.export"):
+        export_model("resnet18", tmp_path / "named", formats=["torchscript"], image_size=IMAGE_SIZE, verify=False,
+                     progress=False)
+    assert any("randomly initialised" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    folder = tiny_model(class_names=None).save_pretrained(tmp_path / "run")  # e.g. a run trained from scratch
+    with caplog.at_level("WARNING", logger="resnetzoo.export"):
+        export_model(folder, tmp_path / "saved", formats=["torchscript"], verify=False, progress=False)
+    assert not any("randomly initialised" in r.getMessage() for r in caplog.records)

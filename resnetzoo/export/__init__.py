@@ -104,7 +104,8 @@ def _normalise_formats(formats: Sequence[str] | str) -> list[str]:
 
 
 def _load_source(source: Any, pretrained: Any, num_classes: int | None,
-                 progress: bool = True) -> tuple[torch.nn.Module, str]:
+                 progress: bool = True) -> tuple[torch.nn.Module, str, bool]:
+    """The model, a description of where it came from, and whether that was a registered name."""
     from ..factory import create
 
     if isinstance(source, torch.nn.Module):
@@ -120,24 +121,24 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None,
                 f"The model's head has {head} classes but model.config says {source.config.num_classes}. Set "
                 f"model.config.num_classes = {head} and model.config.class_names (a list of {head} names) first."
             )
-        return source, f"{type(source).__name__} object"
+        return source, f"{type(source).__name__} object", False
     text = os.fspath(source)
     if text.startswith("hf-hub:"):  # a saved folder on the Hugging Face Hub
         if pretrained not in (False, None):
             raise ExportError(f"{text} already holds its weights; drop --pretrained.")
-        return create(text, num_classes=num_classes), text
+        return create(text, num_classes=num_classes), text, False
     path = Path(text).expanduser()
     if path.is_dir():
         if pretrained not in (False, None):
             raise ExportError(f"{path} is a saved folder and already holds its weights; drop --pretrained.")
-        return create(path, num_classes=num_classes), str(path)
+        return create(path, num_classes=num_classes), str(path), False
     if path.exists():
         raise ExportError(f"{path} is a file, not a folder saved by resnetzoo. Pass a registered model name or "
                           "a folder written by save_pretrained() or a training run.")
     if os.sep in text or "/" in text or text.startswith((".", "~")):
         raise ExportError(f"No such folder: {text}. Pass a registered model name (see resnetzoo.list_models()) "
                           "or an existing folder written by save_pretrained() or a training run.")
-    return create(text, pretrained=pretrained, num_classes=num_classes, progress=progress), text
+    return create(text, pretrained=pretrained, num_classes=num_classes, progress=progress), text, True
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -295,14 +296,15 @@ def export_model(
         raise ExportError("num_verify_inputs must be at least 2: the batch axis is checked at batch 1 and at that size.")
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir)
-    model, source_text = _load_source(source, pretrained, num_classes, progress)
+    model, source_text, from_name = _load_source(source, pretrained, num_classes, progress)
     config: ModelConfig = model.config
     if config.num_classes == 0:
         raise ExportError("This model has no classifier head (num_classes=0); export a classifier, or give the "
                           "folder a head with num_classes=N.")
-    if config.base_weights is None:
-        logger.warning("Exporting %s with randomly initialised weights (no pretrained weights, no trained folder).",
-                       config.architecture or "a ResNet")
+    if from_name and pretrained in (False, None):
+        # A registered name without --pretrained: fine for testing a deployment pipeline, useless for predictions.
+        logger.warning("Exporting %s with randomly initialised weights; pass --pretrained (pretrained=True) for "
+                       "torchvision's weights, or a trained folder.", source)
 
     from .. import __version__
 
