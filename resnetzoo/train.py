@@ -242,7 +242,7 @@ class Trainer:
         self.epochs_without_improvement = 0
         self.test_metrics: dict[str, float] | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._broken_seen = 0
+        self._eval_loaders: dict[int, torch.utils.data.DataLoader] = {}
 
         if self.out_dir is not None:
             checkpoint_path = self.out_dir / CHECKPOINT_NAME
@@ -295,11 +295,19 @@ class Trainer:
                                            drop_last=drop_last, **self._loader_options())
 
     def _eval_loader(self, dataset: Any) -> torch.utils.data.DataLoader:
+        # The loaders of the trainer's own splits are kept (with persistent workers) and reused every epoch, so
+        # validation does not start worker processes each time; other datasets get a one-off loader.
+        own = any(dataset is d for d in self.datasets.values())
+        if own and id(dataset) in self._eval_loaders:
+            return self._eval_loaders[id(dataset)]
         sampler = _ShardSampler(len(dataset), self.context.rank, self.context.world_size)
         options = self._loader_options()
-        options["persistent_workers"] = False  # evaluated once per epoch; workers would sit idle meanwhile
-        return torch.utils.data.DataLoader(dataset, batch_size=self.recipe.eval_batch_size or 2 * self.recipe.batch_size,
-                                           sampler=sampler, **options)
+        options["persistent_workers"] = own and options["persistent_workers"]
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.recipe.eval_batch_size or 2 * self.recipe.batch_size,
+                                             sampler=sampler, **options)
+        if own:
+            self._eval_loaders[id(dataset)] = loader
+        return loader
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -478,6 +486,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                                 img_s=f"{seen * self.context.world_size / (now - start):.0f}")
+        if not bar.disable and seen:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{seen * self.context.world_size / (time.perf_counter() - start):.0f}")
         bar.close()
         elapsed = time.perf_counter() - start
         totals = distributed.all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),

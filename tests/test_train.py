@@ -384,3 +384,10 @@ def test_run_killed_while_saving_resumes_to_the_same_weights(tmp_path):
     assert resumed["epoch"] == straight["epoch"] == 3
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_progress_bar_shows_loss_accuracy_lr_and_speed(splits, capsys):
+    options = {**FAST, "progress": True}
+    Trainer(splits, tiny_model(), epochs=1, batch_size=4, lr=1e-3, **options).train()
+    bar = capsys.readouterr().err
+    assert "epoch 1/1" in bar and all(f"{name}=" in bar for name in ("loss", "acc", "lr", "img_s"))
