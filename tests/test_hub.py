@@ -69,6 +69,10 @@ def test_save_then_create_from_folder_is_bit_exact(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path / "run")
     restored = resnetzoo.create(tmp_path / "run")
+    # Loaded without a random init first: every tensor must still be real, trainable and in train mode.
+    assert restored.training
+    assert all(t.device.type == "cpu" for t in restored.state_dict().values())
+    assert all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in restored.parameters())
     assert_same_model(model, restored)
     assert restored.config == model.config
 
@@ -79,6 +83,16 @@ def test_bottleneck_shapes_round_trip_bit_exact(tmp_path, name):
     model = resnetzoo.create(name, num_layers=[1, 1, 1, 1], num_classes=5, in_chans=1)
     hub.save_pretrained(model, tmp_path)
     assert_same_model(model, resnetzoo.create(tmp_path))
+
+
+def test_a_folder_with_mixed_dtypes_loads_as_float32_values(tmp_path):
+    model = tiny_model()
+    model.fc.half()  # e.g. a head quantised by hand: the rest stays float32
+    model.save_pretrained(tmp_path)
+    restored = resnetzoo.create(tmp_path)
+    assert {p.dtype for p in restored.parameters()} == {torch.float32}
+    for key, value in model.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value.to(restored.state_dict()[key].dtype)), key
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
