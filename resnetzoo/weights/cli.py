@@ -317,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m resnetzoo.weights",
         description="Manage pretrained ResNet weights: list, download (optionally into a bundle for an offline "
                     "machine), import, verify, convert.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="air-gapped machine:\n"
+               "  (with network)  python -m resnetzoo.weights download resnet50 resnet18 --to /media/usb/weights\n"
+               "  (offline)       python -m resnetzoo.weights import /media/usb/weights\n"
+               "see docs/offline.md",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
