@@ -735,14 +735,16 @@ def write_reports(out_dir: Path, report: dict[str, Any], rows: list[Row]) -> dic
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/throughput.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--models", nargs="+", help="registered model names (default: resnet18 resnet50; quick: resnet18)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="default: 1 8 256 (quick: 1 2)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), help="default: fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), metavar="PRECISION",
+                        help="any of fp32 bf16 fp16 (default: fp32)")
     parser.add_argument("--image-size", type=int, help="input height and width (default: 224; quick: 64)")
-    parser.add_argument("--backends", nargs="+", choices=ALL_BACKENDS, help="default: every backend for the device")
+    parser.add_argument("--backends", nargs="+", choices=ALL_BACKENDS, metavar="BACKEND",
+                        help=f"any of {' '.join(ALL_BACKENDS)} (default: every backend for the device; "
+                        "torchvision is always added)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run, ~1 minute on 2 CPU cores: resnet18, 64 px, batch 1 and 2, short timing, no torch.compile")
     parser.add_argument("--out", required=True, type=Path, help="folder for results.json, results.md and throughput.png")
@@ -756,8 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, help="warm-up iterations after the check (default: 5; quick: 2)")
     parser.add_argument("--rounds", type=int, help="interleaved timing rounds over all backends (default: 10; quick: 4)")
     parser.add_argument("--min-time", type=float, help="seconds of timing per backend (default: 10; quick: 1)")
-    parser.add_argument("--min-iterations", type=int, default=3, help="at least this many iterations per round")
-    parser.add_argument("--max-iterations", type=int, default=1000, help="at most this many iterations per round")
+    parser.add_argument("--min-iterations", type=int, default=3, help="at least this many iterations per round (default: 3)")
+    parser.add_argument("--max-iterations", type=int, default=1000, help="at most this many iterations per round (default: 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Test hook: shift one backend's logits so that the divergence check must fail.
     parser.add_argument("--debug-perturb", metavar="BACKEND", help=argparse.SUPPRESS)
@@ -810,7 +812,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     started = datetime.datetime.now(datetime.timezone.utc)
-    rows = benchmark(args)
+    try:
+        rows = benchmark(args)
+    except resnetzoo.ResnetzooError as error:  # e.g. --pretrained weights that are neither cached nor downloadable
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     report = {
         "command": " ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": started.isoformat(timespec="seconds"),

@@ -278,3 +278,12 @@ def test_goals_are_judged_from_the_measured_rows(throughput):
     assert goals["bf16 resnet50 b8"]["met"] is False  # 3x, but top-1 agreement 98% < 99%
     # Another image size is another experiment: the 224 px goal is not judged from it.
     assert not any("CPU resnet50" in g["goal"] for g in throughput.evaluate_goals(rows, device, 64))
+
+
+def test_unavailable_pretrained_weights_exit_2_with_the_library_message(throughput, tmp_path, capsys):
+    # conftest switches downloads off and gives an empty cache: the weights cannot be found.
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--pretrained", "IMAGENET1K_V1",
+                            "--out", str(tmp_path), *FAST])
+    assert code == 2
+    assert "resnet18" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
