@@ -22,6 +22,12 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit fsync it and rename it over ``path``.
@@ -32,6 +38,9 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    # mkstemp makes the file private (0600); the result should have the permissions open() would give it.
+    with contextlib.suppress(OSError):
+        os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

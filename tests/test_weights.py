@@ -349,3 +349,19 @@ def test_cached_file_is_used_without_network(fake_published_weights):
     model = resnetzoo.create("resnet18", pretrained=True)
     assert torch.equal(model.fc.bias, _checkpoint(payload)["fc.bias"])
     assert os.environ["RESNETZOO_OFFLINE"] == "1"
+
+
+def test_atomic_write_gives_ordinary_permissions_and_keeps_old_file_on_error(tmp_path):
+    from resnetzoo._io import atomic_write
+
+    target = tmp_path / "file.bin"
+    with atomic_write(target) as handle:
+        handle.write(b"first")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"second, half")
+        raise RuntimeError("crash while saving")
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
