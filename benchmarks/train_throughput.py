@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch_size} | {args.num_workers} | {result['amp']} | {result['trainer_images_per_s']:.1f} | "
         f"{result['bare_images_per_s']:.1f} | {result['ratio']:.3f} |\n"
     )
-    args.out.with_suffix(".md").write_text("# Training throughput (epoch 2 of 2, best of repeats)\n\n" + table)
+    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = command
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("# Training throughput (epoch 2 of 2, best of repeats)\n\n" + table
+                                           + f"\nCommand: `{command}`\n")
     print(table)
     print(f"Trainer / bare loop: {result['ratio']:.3f} (goal >= 0.95)")
     return 0
