@@ -12,7 +12,9 @@ STAMP := $(VENV)/.installed
 DATA ?=
 MODEL ?=
 EPOCHS ?=
-DEMO_ARGS := $(if $(DATA),--data $(DATA)) $(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS))
+DEVICE ?=
+DEMO_ARGS := $(if $(DATA),--data $(DATA)) $(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	$(if $(DEVICE),--device $(DEVICE))
 
 .PHONY: test demo lint docs clean
 
@@ -31,6 +33,11 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m resnetzoo.demo $(DEMO_ARGS)
+
+# The generated docs: the model table and the API reference (no network needed).
+docs: $(STAMP)
+	$(VENV)/bin/python -m resnetzoo.parity --markdown > docs/models.md
+	$(VENV)/bin/python -m resnetzoo.apidoc > docs/api.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
