@@ -131,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["ratio"] = result["trainer_images_per_s"] / result["bare_images_per_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = (
         f"| model | device | image | batch | workers | AMP | Trainer img/s | bare loop img/s | ratio |\n"
         f"|---|---|---|---|---|---|---|---|---|\n"
