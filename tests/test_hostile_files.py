@@ -136,6 +136,24 @@ def test_the_error_says_what_is_wrong(tmp_path, case):
         load_safetensors(path)
 
 
+def test_a_torch_checkpoint_named_safetensors_says_so(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(WeightsFileError, match=r"PyTorch checkpoint \(torch.save or pickle\), not a safetensors file.*Rename"):
+        load_state_dict_file(path)
+
+
+def test_a_valid_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path):
+    # 0x80 is also the first byte of a pickle; the hint above must not misfire on a header of 640 bytes.
+    header = {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": {"pad": ""}}
+    body = json.dumps(header).encode()
+    header["__metadata__"]["pad"] = "x" * (0x280 - len(body))
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(raw_safetensors(header, b"\0\0\x80\x3f"))
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    assert load_safetensors(path)["a"].item() == 1.0
+
+
 def test_metadata_reader_refuses_the_same_files(tmp_path):
     path = tmp_path / "w.safetensors"
     path.write_bytes(SAFETENSORS_CASES["metadata_not_strings"])

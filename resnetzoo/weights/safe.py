@@ -51,6 +51,12 @@ def read_safetensors_header(path: str | Path) -> dict[str, Any]:
                 raise WeightsFileError(path, "truncated safetensors file (shorter than its 8-byte header length).", _FIX)
             (header_length,) = struct.unpack("<Q", prefix)
             if header_length == 0 or header_length > MAX_HEADER_BYTES or header_length > size - 8:
+                # Only once the header is known to be invalid: a valid length may also start with 0x80.
+                if prefix.startswith(b"PK\x03\x04") or (prefix[0] == 0x80 and 2 <= prefix[1] <= 5):
+                    raise WeightsFileError(
+                        path, "this is a PyTorch checkpoint (torch.save or pickle), not a safetensors file.",
+                        "Rename it to .pth; resnetzoo reads it safely with torch.load(weights_only=True).",
+                    )
                 raise WeightsFileError(
                     path,
                     f"corrupt safetensors header: it claims {header_length} bytes but the file has {size - 8} "
