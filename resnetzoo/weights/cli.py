@@ -47,6 +47,7 @@ class CliError(ResnetzooError):
 
 
 def all_records() -> list[WeightsRecord]:
+    """Every published checkpoint of every registered model, in registry order."""
     return [record for name in list_models() for record in records.weights_records(name)]
 
 
@@ -81,6 +82,8 @@ def select_records(specs: Sequence[str], everything: bool = False) -> list[Weigh
 
 @dataclass(frozen=True)
 class Status:
+    """Whether a published checkpoint is in the cache, and whether its SHA-256 matches the published prefix."""
+
     cached: bool
     verified: bool | None  # None: not checked (not cached, or --no-verify)
 
@@ -91,6 +94,7 @@ class Status:
 
 
 def cache_status(record: WeightsRecord, verify: bool = True) -> Status:
+    """Look for ``record``'s file in the cache and (unless ``verify=False``) re-hash it."""
     path = files.cached_path(record)
     if not path.is_file():
         return Status(cached=False, verified=None)
