@@ -28,6 +28,8 @@ from resnetzoo.errors import ResnetzooError, WeightsFileError
 from resnetzoo.weights.files import load_state_dict_file
 from resnetzoo.weights.safe import MAX_HEADER_BYTES, load_safetensors, read_safetensors_metadata
 
+# Hostile pickles use protocols torch.load warns about before refusing them; the warning is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 
 # ------------------------------------------------------------------------------------------ builders
 @pytest.fixture(autouse=True, scope="module")
