@@ -212,6 +212,10 @@ class ResNet(nn.Module):
         dtype = self.conv1.weight.dtype
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes, device=device, dtype=dtype) if num_classes > 0 else nn.Identity()
+        config = getattr(self, "config", None)  # attached by resnetzoo.create; keep it describing this model
+        if config is not None:
+            config.num_classes = num_classes
+            config.class_names = None
 
     def save_pretrained(self, folder: str | os.PathLike, **kwargs: Any) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (+ README.md) to ``folder``; ``resnetzoo.create(folder)``

@@ -375,7 +375,7 @@ def test_bad_sources_and_outputs_raise_clear_errors(tmp_path):
     with pytest.raises(ExportError, match="drop --pretrained"):
         export_model(folder, tmp_path / "out", pretrained=True)
     replaced_head = tiny_model()
-    replaced_head.reset_classifier(5)
+    replaced_head.fc = torch.nn.Linear(replaced_head.num_features, 5)  # swapped by hand: config still says 3
     with pytest.raises(ExportError, match="head has 5 classes but model.config says 3"):
         export_model(replaced_head, tmp_path / "out")
     headless = build_model(ModelConfig(architecture=None, num_classes=0, num_layers=[1, 1, 1, 1]))

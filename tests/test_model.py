@@ -91,6 +91,7 @@ def test_reset_classifier_replaces_head_and_zero_removes_it():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
     for key, value in backbone_before.items():
         assert torch.equal(model.state_dict()[key], value)
+    assert model.config.num_classes == 5 and model.config.class_names is None  # the config follows the head
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 512)
     with pytest.raises(ValueError):
@@ -121,3 +122,12 @@ def test_bad_constructor_arguments_are_clear_errors():
         ResNet(num_layers=[2, 2, 2])
     with pytest.raises(ValueError, match="BasicBlock supports only groups=1"):
         ResNet(block=BasicBlock, groups=32, width_per_group=4)
+
+
+def test_a_model_with_a_reset_head_saves_and_reloads(tmp_path):
+    model = resnetzoo.create("resnet18").eval()
+    model.reset_classifier(4)
+    reloaded = resnetzoo.create(model.save_pretrained(tmp_path / "saved")).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), model(images))

@@ -114,9 +114,10 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None,
         if not isinstance(getattr(source, "config", None), ModelConfig):
             raise ExportError("This model has no .config; build it with resnetzoo.create() so that the export can "
                               "record its preprocessing and labels.")
-        head = getattr(source, "num_classes", source.config.num_classes)
+        classifier = getattr(source, "fc", None)
+        head = classifier.out_features if isinstance(classifier, torch.nn.Linear) else source.config.num_classes
         if head != source.config.num_classes:
-            # e.g. reset_classifier() after create(): the config would label 10 logits with 1000 ImageNet names.
+            # e.g. model.fc replaced by hand: the config would label 10 logits with 1000 ImageNet names.
             raise ExportError(
                 f"The model's head has {head} classes but model.config says {source.config.num_classes}. Set "
                 f"model.config.num_classes = {head} and model.config.class_names (a list of {head} names) first."

@@ -172,13 +172,13 @@ def cmd_download(specs: Sequence[str], everything: bool = False, to: Path | None
                 shutil.copyfileobj(source, handle, 1 << 20)
             how = "copied from the cache"
         else:
-            if files._offline():
+            if files.is_offline():
                 raise WeightsUnavailableError(
                     f"Cannot download {record.full_name}: {files.OFFLINE_ENV} is set. Unset it on a machine with network."
                 )
             # Straight into the bundle, not via the cache: a bundle of every model is several GB.
-            # _weights_url honours the RESNETZOO_WEIGHTS_URL mirror exactly as fetch_weights does.
-            url = files._weights_url(record)
+            # weights_url honours the RESNETZOO_WEIGHTS_URL mirror exactly as fetch_weights does.
+            url = files.weights_url(record)
             try:
                 files.download_url(url, destination, record.sha256_prefix, progress=progress)
             except WeightsFileError:

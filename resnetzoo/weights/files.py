@@ -30,6 +30,8 @@ __all__ = [
     "copy_into_cache",
     "sha256_file",
     "download_url",
+    "is_offline",
+    "weights_url",
     "fetch_weights",
     "verify_file",
     "load_state_dict_file",
@@ -86,12 +88,14 @@ def verify_file(path: Path, record: WeightsRecord) -> None:
         raise WeightsHashMismatchError(path, record.sha256_prefix, actual, _import_hint(record))
 
 
-def _weights_url(record: WeightsRecord) -> str:
+def weights_url(record: WeightsRecord) -> str:
+    """Where a record is downloaded from: the RESNETZOO_WEIGHTS_URL mirror when set, else torchvision's URL."""
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     return f"{mirror.rstrip('/')}/{record.filename}" if mirror else record.url
 
 
-def _offline() -> bool:
+def is_offline() -> bool:
+    """True when RESNETZOO_OFFLINE forbids any network access."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -125,12 +129,12 @@ def fetch_weights(record: WeightsRecord, progress: bool = True) -> Path:
     if path.is_file():
         verify_file(path, record)
         return path
-    url = _weights_url(record)
+    url = weights_url(record)
     how_to = (
         f"Copy the file there, or on this machine run: python -m resnetzoo.weights import /path/to/{record.filename} "
         f"(on a machine with network: python -m resnetzoo.weights download {record.model_name}:{record.tag} --to DIR)."
     )
-    if _offline():
+    if is_offline():
         raise WeightsUnavailableError(
             f"No cached weights for {record.full_name} and {OFFLINE_ENV} is set. Expected {path} (from {url}). {how_to}"
         )

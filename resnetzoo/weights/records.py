@@ -98,6 +98,7 @@ def weights_records(model_name: str) -> tuple[WeightsRecord, ...]:
 
 def default_record(model_name: str) -> WeightsRecord:
     """torchvision's ``DEFAULT`` weights: IMAGENET1K_V2 where it exists, else V1."""
+    get_variant(model_name)  # unknown names raise with suggestions, not torchvision's bare error
     default_member = get_model_weights(model_name.lower()).DEFAULT
     return next(r for r in weights_records(model_name) if r.tag == default_member.name)
 
