@@ -11,8 +11,8 @@ and ONNX Runtime (CPU provider; CUDA and TensorRT providers on ``--device cuda``
 each backend's logits are compared with torchvision's fp32 eager logits; a backend beyond its dtype's
 tolerance (``resnetzoo.optimize.LOGIT_TOLERANCE``) is reported as failed and the script exits with 1.
 
-Timing: warm-up, then ``--rounds`` rounds that visit every backend in turn (so a burst of load from
-other processes hits all backends alike), each round running enough iterations to fill
+Timing: warm-up, then ``--rounds`` rounds that visit every backend in a new random order (so a burst of
+load from other processes hits all backends alike), each round running enough iterations to fill
 ``--min-time / --rounds`` seconds. CUDA backends are timed with CUDA events; ONNX Runtime and CPU
 backends with ``time.perf_counter`` (an ONNX Runtime run returns only when its GPU work is done).
 Writes ``results.json``, ``results.md`` and ``throughput.png`` under ``--out``.
@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -573,8 +574,11 @@ def time_backends(ctx: Context, args: argparse.Namespace, backends: list[Backend
         single = statistics.median(time_iterations(backend, ctx.images, 2, ctx.device))
         per_round = math.ceil(args.min_time * 1e3 / max(single, 1e-3) / args.rounds)
         backend.iterations_per_round = max(args.min_iterations, min(per_round, args.max_iterations))
+    # A new order every round: a backend that always ran right after another (or always first) could inherit
+    # its cache state or a periodic load pattern; shuffling turns that into noise the median absorbs.
+    order = random.Random(SEED)
     for round_index in range(args.rounds):
-        for backend in backends:
+        for backend in order.sample(backends, len(backends)):
             progress.set_description(f"{label} time {backend.name} ({round_index + 1}/{args.rounds})")
             backend.latencies_ms += time_iterations(backend, ctx.images, backend.iterations_per_round, ctx.device)
             progress.update(1)
