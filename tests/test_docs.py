@@ -40,8 +40,10 @@ def test_readme_shows_the_two_commands_first():
 
 
 
+# Hand-written docs; the generated ones (api.md, models.md) are checked against their generators above.
 DOC_FILES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "export" / "README.md",
                     ROOT / "benchmarks" / "README.md"])
+DOC_FILES = [path for path in DOC_FILES if path.name not in {"api.md", "models.md"}]
 _FENCE = re.compile(r"```([a-zA-Z]*)\n(.*?)```", re.DOTALL)
 
 
