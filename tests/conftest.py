@@ -23,6 +23,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: the tests' tiny models gain nothing from more, and on a shared 2-core machine
+    two threads spinning against each other made a 32 px forward pass up to 50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """A fresh, empty torchvision cache per test, and no network unless a test opts in."""
     torch_home = tmp_path_factory.mktemp("torch_home")

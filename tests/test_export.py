@@ -32,15 +32,6 @@ IMAGE_SIZE = 32
 CLASS_NAMES = ["cat", "dog", "eel"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny models gain nothing from more, and lose a lot when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(seed: int = 0, class_names: list[str] | None = CLASS_NAMES) -> resnetzoo.ResNet:
     """A one-block-per-stage ResNet with a config, as create() would attach, at 32 px."""
     torch.manual_seed(seed)

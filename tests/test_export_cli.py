@@ -21,14 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny models gain nothing from more, and lose a lot when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
     """A small trained-run-like folder (save_pretrained format) at 32 px."""

@@ -32,16 +32,6 @@ from resnetzoo.weights.safe import MAX_HEADER_BYTES, load_safetensors, read_safe
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 
 # ------------------------------------------------------------------------------------------ builders
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    # Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads spin
-    # against each other and a 32 px forward pass takes 50x longer.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 def raw_safetensors(header: dict | bytes, data: bytes = b"", declared_length: int | None = None) -> bytes:
     """A safetensors file written by hand, so that it can be wrong in exactly one way."""

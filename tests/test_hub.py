@@ -24,18 +24,7 @@ from resnetzoo import hub
 from resnetzoo.config import ConfigError
 from resnetzoo.errors import ResnetzooError, WeightsFileError, WeightsUnavailableError
 
-
 # ------------------------------------------------------------------------------------------ helpers
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    # Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads spin
-    # against each other and a 32 px forward pass takes 50x longer.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 def tiny_model(num_classes: int = 3, seed: int = 0, **overrides) -> resnetzoo.ResNet:
     """A one-block-per-stage ResNet whose BatchNorm statistics are not the defaults (so buffers are really saved)."""

@@ -48,14 +48,6 @@ def load_predictor_module():
 
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny models gain nothing from more, and lose a lot when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 @pytest.fixture(scope="module")
 def model_and_onnx(tmp_path_factory, images):
     torch.manual_seed(0)

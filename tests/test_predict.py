@@ -16,14 +16,6 @@ from resnetzoo.train import Trainer
 from resnetzoo.transforms import eval_transform
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run folder trained for one epoch on three colour classes."""

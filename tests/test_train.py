@@ -20,15 +20,6 @@ from resnetzoo.train import Trainer, TrainError, main
 FAST = {"device": "cpu", "num_workers": 0, "progress": False, "warmup_epochs": 0}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny models gain nothing from more, and lose a lot when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(num_classes=3, seed=0):
     torch.manual_seed(seed)
     return build_model(ModelConfig(architecture=None, num_classes=num_classes, num_layers=[1, 1, 1, 1]))

@@ -7,18 +7,16 @@ and downloads come from a loopback HTTP server.
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import io
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from loopback import serve_files
 from safetensors.torch import save_file
 
 import resnetzoo
@@ -241,36 +239,6 @@ def test_cache_is_torchvisions(isolated_cache):
 # ----------------------------------------------------------------------------- downloads
 
 
-@contextlib.contextmanager
-def serve_files(files: dict[str, bytes], truncate: bool = False):
-    """A loopback HTTP server for ``files``; yields its base URL and the list of requested paths."""
-    requested: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            requested.append(self.path)
-            body = files.get(self.path.lstrip("/"))
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if truncate else body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/mirror", requested
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def online(monkeypatch):
     monkeypatch.delenv("RESNETZOO_OFFLINE", raising=False)
@@ -279,7 +247,7 @@ def online(monkeypatch):
 def test_download_from_mirror_fills_cache_with_progress(fake_published_weights, isolated_cache, online, monkeypatch, capsys):
     record, payload = fake_published_weights("resnet18", cached=False)
     with serve_files({f"mirror/{record.filename}": payload}) as (base_url, requested):
-        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", base_url)
+        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", f"{base_url}/mirror")
         model = resnetzoo.create("resnet18", pretrained=True)
     assert requested == [f"/mirror/{record.filename}"]
     assert (isolated_cache / record.filename).read_bytes() == payload
@@ -291,7 +259,7 @@ def test_download_from_mirror_fills_cache_with_progress(fake_published_weights, 
 def test_download_with_wrong_content_leaves_nothing_in_cache(fake_published_weights, isolated_cache, online, monkeypatch):
     record, payload = fake_published_weights("resnet18", cached=False)
     with serve_files({f"mirror/{record.filename}": payload[::-1]}) as (base_url, _):
-        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", base_url)
+        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", f"{base_url}/mirror")
         with pytest.raises(WeightsHashMismatchError, match="nothing was saved"):
             resnetzoo.create("resnet18", pretrained=True)
     assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
@@ -300,7 +268,7 @@ def test_download_with_wrong_content_leaves_nothing_in_cache(fake_published_weig
 def test_interrupted_download_leaves_nothing_in_cache(fake_published_weights, isolated_cache, online, monkeypatch):
     record, payload = fake_published_weights("resnet18", cached=False)
     with serve_files({f"mirror/{record.filename}": payload}, truncate=True) as (base_url, _):
-        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", base_url)
+        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", f"{base_url}/mirror")
         with pytest.raises((WeightsUnavailableError, WeightsHashMismatchError)):
             resnetzoo.create("resnet18", pretrained=True)
     assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
@@ -309,7 +277,7 @@ def test_interrupted_download_leaves_nothing_in_cache(fake_published_weights, is
 def test_missing_file_on_mirror_is_unavailable(fake_published_weights, isolated_cache, online, monkeypatch):
     record, _ = fake_published_weights("resnet18", cached=False)
     with serve_files({}) as (base_url, _):
-        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", base_url)
+        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", f"{base_url}/mirror")
         with pytest.raises(WeightsUnavailableError, match="Not Found"):
             resnetzoo.create("resnet18", pretrained=True)
     assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []

@@ -11,57 +11,26 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from loopback import serve_files
 
 import resnetzoo
 from resnetzoo.weights import cli, files, records
 
-
 # ------------------------------------------------------------------------------------------ helpers
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    # Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads spin
-    # against each other and a 32 px forward pass takes 50x longer.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 @pytest.fixture
 def mirror(monkeypatch):
     """A weights mirror on 127.0.0.1 serving ``served[file name] = bytes``, with downloads switched on."""
     served: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            body = served.get(self.path.lstrip("/"))
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(files.MIRROR_ENV, f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.delenv(files.OFFLINE_ENV, raising=False)
-    yield served
-    server.shutdown()
-    server.server_close()
+    with serve_files(served) as (base_url, _):
+        monkeypatch.setenv(files.MIRROR_ENV, base_url)
+        monkeypatch.delenv(files.OFFLINE_ENV, raising=False)
+        yield served
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
