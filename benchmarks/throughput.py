@@ -80,6 +80,7 @@ class Backend:
     memory_delta_mb: float | None = None
     iterations_per_round: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # process CPU time per call (CPU device only)
 
 
 @dataclass
@@ -102,6 +103,9 @@ class Row:
     memory_delta_mb: float | None = None
     gflops_per_s: float | None = None
     speedup_vs_torchvision: float | None = None
+    cpu_ms_p50: float | None = None
+    images_per_cpu_s: float | None = None
+    speedup_cpu_time: float | None = None
     build_s: float | None = None
     note: str = ""
 
@@ -397,8 +401,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_iterations(backend: Backend, images: torch.Tensor, iterations: int, device: torch.device) -> list[float]:
-    """Per-iteration latencies in milliseconds."""
+def time_iterations(backend: Backend, images: torch.Tensor, iterations: int,
+                    device: torch.device) -> tuple[list[float], list[float]]:
+    """Per-iteration wall-clock latencies and process CPU times in milliseconds (CPU times empty on CUDA)."""
     if device.type == "cuda" and not backend.host_timed:
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                   for _ in range(iterations)]
@@ -408,15 +413,16 @@ def time_iterations(backend: Backend, images: torch.Tensor, iterations: int, dev
             backend.run(images)
             end.record()
         synchronize(device)  # one sync at the end: per-iteration syncs would add host latency to GPU time
-        return [start.elapsed_time(end) for start, end in events]
-    latencies = []
+        return [start.elapsed_time(end) for start, end in events], []
+    latencies, cpu_times = [], []
     synchronize(device)
     for _ in range(iterations):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         backend.run(images)
         synchronize(device)
         latencies.append((time.perf_counter() - start) * 1e3)
-    return latencies
+        cpu_times.append((time.process_time() - cpu_start) * 1e3)
+    return latencies, ([] if device.type == "cuda" else cpu_times)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -559,11 +565,16 @@ def run_config(ctx: Context, args: argparse.Namespace, reference: torch.Tensor, 
         row.latency_p99_ms = percentile(latencies, 99)
         row.images_per_s = batch_size / (row.latency_p50_ms / 1e3)
         row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
+        if backend.cpu_ms:
+            row.cpu_ms_p50 = percentile(backend.cpu_ms, 50)
+            row.images_per_cpu_s = batch_size / (row.cpu_ms_p50 / 1e3) if row.cpu_ms_p50 > 0 else None
     baseline = rows.get(BASELINE)
     if baseline is not None and baseline.images_per_s:
         for row in rows.values():
             if row.images_per_s:
                 row.speedup_vs_torchvision = row.images_per_s / baseline.images_per_s
+            if row.images_per_cpu_s and baseline.images_per_cpu_s:
+                row.speedup_cpu_time = row.images_per_cpu_s / baseline.images_per_cpu_s
     return list(rows.values())
 
 
@@ -571,7 +582,7 @@ def time_backends(ctx: Context, args: argparse.Namespace, backends: list[Backend
     """Fill each backend's ``latencies_ms``, visiting the backends in turn for ``args.rounds`` rounds."""
     # Iterations per round from two timed calls of each backend: enough to fill min_time over all rounds.
     for backend in backends:
-        single = statistics.median(time_iterations(backend, ctx.images, 2, ctx.device))
+        single = statistics.median(time_iterations(backend, ctx.images, 2, ctx.device)[0])
         per_round = math.ceil(args.min_time * 1e3 / max(single, 1e-3) / args.rounds)
         backend.iterations_per_round = max(args.min_iterations, min(per_round, args.max_iterations))
     # A new order every round: a backend that always ran right after another (or always first) could inherit
@@ -580,7 +591,9 @@ def time_backends(ctx: Context, args: argparse.Namespace, backends: list[Backend
     for round_index in range(args.rounds):
         for backend in order.sample(backends, len(backends)):
             progress.set_description(f"{label} time {backend.name} ({round_index + 1}/{args.rounds})")
-            backend.latencies_ms += time_iterations(backend, ctx.images, backend.iterations_per_round, ctx.device)
+            latencies, cpu_times = time_iterations(backend, ctx.images, backend.iterations_per_round, ctx.device)
+            backend.latencies_ms += latencies
+            backend.cpu_ms += cpu_times
             progress.update(1)
 
 
@@ -593,14 +606,15 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| model | precision | batch | backend | images/s | x torchvision | p50 ms | p90 ms | p99 ms | GFLOP/s "
-             "| peak MB | +MB | logit err | top-1 agree | status |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | precision | batch | backend | images/s | x torchvision | x torchvision (CPU time) | p50 ms "
+             "| p90 ms | p99 ms | GFLOP/s | peak MB | +MB | logit err | top-1 agree | status |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         status = r.status if r.status == "ok" else f"**{r.status}**: {r.reason}"
         lines.append(
             f"| {r.model} | {r.precision} | {r.batch_size} | {r.backend} | {_fmt(r.images_per_s, ',.1f')} "
-            f"| {_fmt(r.speedup_vs_torchvision, '.2f')} | {_fmt(r.latency_p50_ms, '.2f')} | {_fmt(r.latency_p90_ms, '.2f')} "
+            f"| {_fmt(r.speedup_vs_torchvision, '.2f')} | {_fmt(r.speedup_cpu_time, '.2f')} "
+            f"| {_fmt(r.latency_p50_ms, '.2f')} | {_fmt(r.latency_p90_ms, '.2f')} "
             f"| {_fmt(r.latency_p99_ms, '.2f')} | {_fmt(r.gflops_per_s, ',.1f')} | {_fmt(r.peak_memory_mb, ',.0f')} "
             f"| {_fmt(r.memory_delta_mb, ',.0f')} | {_fmt(r.logit_error, '.1e')} | {_fmt(r.top1_agreement, '.3f')} "
             f"| {status} |"
@@ -674,6 +688,9 @@ def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
         f"{settings['compile_mode']}, {settings['rounds']} interleaved rounds, >= {settings['min_time']} s per backend",
         f"- images/s from the median latency; memory: {memory}. Logit error: max|diff| / max(1, max|reference|) "
         "against torchvision fp32 eager.",
+        "- x torchvision (CPU time): the same ratio from the median process CPU time per call (CPU device only). "
+        "With --threads 1 it ignores time spent waiting for a core that other jobs hold, so on a shared machine it "
+        "is the steadier of the two; with more threads it also counts threads spinning while they wait.",
         "",
         markdown_table(rows),
         "",

@@ -81,13 +81,16 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
         baseline = rows[(batch_size, "torchvision")]["images_per_s"]
         assert row["speedup_vs_torchvision"] == pytest.approx(row["images_per_s"] / baseline)
         assert row["peak_memory_mb"] > 0
+        assert row["images_per_cpu_s"] == pytest.approx(batch_size / (row["cpu_ms_p50"] / 1e3))
+        cpu_baseline = rows[(batch_size, "torchvision")]["images_per_cpu_s"]
+        assert row["speedup_cpu_time"] == pytest.approx(row["images_per_cpu_s"] / cpu_baseline)
     assert rows[(1, "torchvision")]["speedup_vs_torchvision"] == 1.0
     # Same weights: resnetzoo eager reproduces torchvision to the bit on the same input.
     assert rows[(1, "resnetzoo")]["logit_error"] == 0.0
 
     markdown = (out / "results.md").read_text()
     assert markdown.startswith("# Inference throughput on")
-    assert "| model | precision | batch | backend | images/s | x torchvision |" in markdown
+    assert "| model | precision | batch | backend | images/s | x torchvision | x torchvision (CPU time) |" in markdown
     assert markdown.count("| resnet18 | fp32 |") == len(rows)
     assert report["device"]["name"] in markdown
     assert any(g["goal"].startswith("hand-built eager") for g in report["goals"])
