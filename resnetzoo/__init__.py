@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 from .config import ModelConfig, build_model
 from .errors import (
+    ModelSourceError,
     ResnetzooError,
     StateDictMismatchError,
     UnknownModelError,
@@ -30,6 +30,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "ModelConfig",
+    "ModelSourceError",
     "ResNet",
     "ResnetzooError",
     "StateDictMismatchError",
@@ -43,8 +44,10 @@ __all__ = [
     "list_models",
 ]
 
-# Library logging is silent unless the application configures logging (the standard convention).
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# No NullHandler on purpose: until the application configures logging, Python's last-resort handler
+# prints our warnings (a skipped image, a folder loaded from its embedded config) to stderr, while the
+# INFO lines (what create() adapted, one line per epoch) stay quiet. logging.basicConfig(level=logging.INFO)
+# shows those too.
 
 # Heavier submodules load on first use: `import resnetzoo` stays quick, and `resnetzoo.data.load_splits`
 # works without a separate import.

@@ -17,6 +17,7 @@ __all__ = [
     "WeightsHashMismatchError",
     "WeightsUnavailableError",
     "StateDictMismatchError",
+    "ModelSourceError",
 ]
 
 
@@ -80,3 +81,7 @@ class WeightsUnavailableError(ResnetzooError, OSError):
 
 class StateDictMismatchError(ResnetzooError, ValueError):
     """A state dict whose keys or shapes do not fit the model, beyond what is adapted automatically."""
+
+
+class ModelSourceError(ResnetzooError, FileNotFoundError):
+    """``create()`` was given a path that is not a saved folder."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, build_model, default_eval_transform
+from .errors import ModelSourceError
 from .model import ResNet
 from .registry import get_variant
 from .weights.adapt import fit_state_dict, strip_prefixes
@@ -54,6 +55,7 @@ def create(
         from . import hub  # the folder format lives with the Hub code: they are the same files
 
         return hub.load_pretrained(name_str, num_classes=num_classes, in_chans=in_chans, **overrides)
+    _refuse_missing_folder(name_str)
     if "revision" in overrides:
         raise TypeError("revision= applies only to 'hf-hub:' names.")
 
@@ -107,3 +109,17 @@ def _load_weights(weights: WeightsRecord | Path | None, progress: bool):
     # Strip wrapper prefixes first so that the head's class count can be read from 'fc.weight'.
     return strip_prefixes(load_state_dict_file(path)), path
 
+
+def _refuse_missing_folder(name: str) -> None:
+    """A path that is not a folder gets a path's error, not "Unknown model './runs/x'. Did you mean ..."."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise ModelSourceError(
+            f"{name} is a file, not a saved folder. For a state dict file, name the architecture and pass the file "
+            f"as weights: resnetzoo.create('resnet50', pretrained={name!r})."
+        )
+    if os.sep in name or "/" in name or name.startswith((".", "~")):
+        raise ModelSourceError(
+            f"No such folder: {name}. resnetzoo.create() takes a registered name (see resnetzoo.list_models()), "
+            "a folder written by save_pretrained() or a training run, or 'hf-hub:org/name'."
+        )

@@ -72,3 +72,25 @@ def test_created_model_carries_its_config():
     assert (config.architecture, config.num_classes, config.in_chans) == ("resnext101_32x8d", 12, 1)
     assert (config.block, config.num_layers, config.groups, config.width_per_group) == ("Bottleneck", [3, 4, 23, 3], 32, 8)
     assert config.base_weights is None
+
+
+def test_a_path_that_is_not_a_folder_gets_a_path_error(tmp_path):
+    with pytest.raises(resnetzoo.ModelSourceError, match="No such folder: .*runs/nope.*save_pretrained"):
+        resnetzoo.create(str(tmp_path / "runs" / "nope"))
+    with pytest.raises(resnetzoo.ModelSourceError, match="No such folder: ./resnet50"):
+        resnetzoo.create("./resnet50")  # not "Did you mean: resnet50"
+    weights_file = tmp_path / "weights.pth"
+    weights_file.write_bytes(b"not read")
+    with pytest.raises(resnetzoo.ModelSourceError, match="is a file, not a saved folder.*pretrained="):
+        resnetzoo.create(weights_file)
+
+
+def test_library_warnings_reach_stderr_without_logging_configuration(tmp_path):
+    import subprocess
+    import sys
+
+    folder = resnetzoo.create("resnet18", num_layers=[1, 1, 1, 1], num_classes=2).save_pretrained(tmp_path / "saved")
+    (folder / "config.json").unlink()  # loads from the config embedded in the weights, with a warning
+    script = f"import resnetzoo; resnetzoo.create({str(folder)!r})"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert "config.json is missing; using the copy of the config stored in" in result.stderr
