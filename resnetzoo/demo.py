@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -65,7 +66,7 @@ def write_digits_folder(root: str | os.PathLike, image_size: int = DIGITS_IMAGE_
 
 @dataclass
 class DemoSettings:
-    out_dir: Path = Path("demo_output")
+    out_dir: Path | None = None  # None: demo_output/digits, or demo_output/<your folder's name>
     data: Path | None = None  # None: the embedded digits
     model: str = "resnet18"
     epochs: int | None = None  # None: 8 on the digits, 20 on your own data
@@ -112,17 +113,19 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from .train import Trainer
 
     started = time.monotonic()
-    out_dir = Path(settings.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"files": {}}
     on_digits = settings.data is None
+    out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(settings.data)
+    data_dir = out_dir / "data" if on_digits else Path(settings.data).resolve()
+    _clear_previous_demo(out_dir, data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"data": str(data_dir), "files": {}}
 
     _step(1, "Data")
     if on_digits:
-        data_dir = write_digits_folder(out_dir / "digits", limit_per_class=settings.limit_per_class)
+        write_digits_folder(data_dir, limit_per_class=settings.limit_per_class)
         print(f"scikit-learn's handwritten digits written as an image folder: {data_dir}")
     else:
-        data_dir = Path(settings.data)
+        print(f"Your image folder: {data_dir}")
     image_size = settings.image_size or (DIGITS_IMAGE_SIZE if on_digits else None)
     epochs = settings.epochs or (8 if on_digits else 20)
 
@@ -162,12 +165,16 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         print(f"Training curves: {curves}")
         summary["files"]["training curves"] = str(curves)
 
+    _step(4, "Export to ONNX and TorchScript (verified)")
     if settings.export:
-        _step(4, "Export to ONNX and TorchScript (verified)")
         summary["export"] = _export_and_predict(run_dir, out_dir / "export", paths[:4], truths[:4], summary)
+    else:
+        print("Skipped (--no-export).")
+    _step(5, "Quick benchmark against torchvision")
     if settings.benchmark:
-        _step(5, "Quick benchmark against torchvision")
         summary["benchmark"] = _benchmark(settings.model, out_dir / "benchmark", summary)
+    else:
+        print("Skipped (--no-benchmark).")
 
     _step(6, "Summary")
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -180,6 +187,34 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     summary["files"]["this summary"] = str(summary_path)
     _print_summary(summary, goal_met)
     return summary
+
+
+def default_out_dir(data: Path | None) -> Path:
+    """One folder per dataset, so that a demo on your photos never mixes with the digits demo."""
+    return Path("demo_output") / ("digits" if data is None else Path(data).resolve().name)
+
+
+# What one demo run writes into its folder; a new run replaces all of it (the digits images and, for the
+# same data, the split manifest are kept so that the split stays the same).
+_DEMO_OUTPUTS = ("run", "export", "benchmark", "predictions.png", "summary.json")
+
+
+def _clear_previous_demo(out_dir: Path, data_dir: Path) -> None:
+    previous = out_dir / "summary.json"
+    if not previous.is_file():
+        return
+    try:
+        previous_data = json.loads(previous.read_text()).get("data")
+    except (OSError, ValueError):
+        previous_data = None
+    print(f"Replacing the previous demo run in {out_dir}.")
+    outputs = list(_DEMO_OUTPUTS) + ([] if previous_data == str(data_dir) else ["splits.json"])
+    for name in outputs:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _weights_for(model_name: str, pretrained: Any) -> Any:
@@ -246,23 +281,26 @@ def _print_summary(summary: dict[str, Any], goal_met: bool | None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m resnetzoo.demo",
-        description="Fine-tune -> export -> benchmark, end to end, on the embedded digits or on your own image folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="The main job end to end: (1) data, (2) split and fine-tune, (3) figures, (4) export to ONNX and "
+                    "TorchScript with verification, (5) a quick benchmark against torchvision, (6) a summary. On the "
+                    "embedded digits by default, or on your own image folder (--data).",
     )
     parser.add_argument("--data", type=Path, help="your image folder, one sub-folder per class (default: the embedded digits)")
-    parser.add_argument("--model", default="resnet18", help="registered model name")
+    parser.add_argument("--model", default="resnet18", help="registered model name (default: resnet18)")
     parser.add_argument("--epochs", type=int, help="default: 8 on the digits, 20 on your own data")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--image-size", type=int, help="default: 32 on the digits, the weights' crop size otherwise")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loading processes")
-    parser.add_argument("--pretrained", nargs="?", const=True, default=None,
-                        help="weights tag (default: torchvision's default weights when cached, else from scratch)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 0.002)")
+    parser.add_argument("--image-size", type=int, help="default: 32 on the digits, the weights' crop size (224) otherwise")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loading processes (default: 0)")
+    parser.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="TAG",
+                        help="start from these weights; without TAG torchvision's default (default: the default "
+                             "weights when they are cached, else from scratch)")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="train from scratch")
-    parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
-    parser.add_argument("--no-export", dest="export", action="store_false", help="skip step 4")
-    parser.add_argument("--no-benchmark", dest="benchmark", action="store_false", help="skip step 5")
+    parser.add_argument("--out", type=Path, help="output folder, replaced on each run (default: demo_output/digits or "
+                                                 "demo_output/<your folder's name>)")
+    parser.add_argument("--no-export", dest="export", action="store_false", help="skip step 4, the export")
+    parser.add_argument("--no-benchmark", dest="benchmark", action="store_false", help="skip step 5, the benchmark")
     return parser
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from resnetzoo.demo import DemoSettings, main, run_demo, write_digits_folder
+from resnetzoo.demo import DemoSettings, _clear_previous_demo, default_out_dir, main, run_demo, write_digits_folder
 
 
 def test_digits_are_written_as_an_image_folder(tmp_path):
@@ -23,7 +23,8 @@ def test_demo_pipeline_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "from scratch" in out  # no cached weights in the test's private TORCH_HOME, and the demo says so
     for step in range(1, 7):
-        assert f"[{step}/6]" in out or step == 5
+        assert f"[{step}/6]" in out
+    assert "Skipped (--no-benchmark)." in out
     demo = tmp_path / "demo"
     for produced in ("run/model.safetensors", "run/config.json", "predictions.png", "export/model.onnx",
                      "export/model.torchscript.pt", "export/manifest.json", "summary.json"):
@@ -36,3 +37,26 @@ def test_demo_pipeline_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
 def test_demo_refuses_a_missing_data_folder(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_new_demo_run_replaces_the_previous_one_but_keeps_the_split_of_the_same_data(tmp_path, capsys):
+    out = tmp_path / "demo"
+    data = tmp_path / "data"
+    for name in ("run", "export", "benchmark"):
+        (out / name).mkdir(parents=True)
+        (out / name / "stale.txt").write_text("old")
+    (out / "splits.json").write_text("{}")
+    (out / "summary.json").write_text(json.dumps({"data": str(data)}))
+
+    _clear_previous_demo(out, data)
+    assert sorted(p.name for p in out.iterdir()) == ["splits.json"]  # same data: same split
+    assert "Replacing the previous demo run" in capsys.readouterr().out
+
+    (out / "summary.json").write_text(json.dumps({"data": str(data)}))
+    _clear_previous_demo(out, tmp_path / "other_data")
+    assert list(out.iterdir()) == []  # other data: the old split manifest goes too
+
+
+def test_default_output_folder_is_one_per_dataset(tmp_path):
+    assert default_out_dir(None).as_posix() == "demo_output/digits"
+    assert default_out_dir(tmp_path / "PokemonData").as_posix() == "demo_output/PokemonData"
