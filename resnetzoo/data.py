@@ -411,11 +411,13 @@ def load_splits(
     if manifest_path.is_file():
         data = _read_manifest(manifest_path)
         settings = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
-        different = {k: data.get(k) for k, v in settings.items() if data.get(k) != v}
-        if different:
+        if any(data.get(k) != v for k, v in settings.items()):
+            made_with = ", ".join(f"{k}={data.get(k)!r}" for k in settings)
+            asked_for = ", ".join(f"{k}={v!r}" for k, v in settings.items())
             raise SplitManifestError(
-                f"Split manifest {manifest_path} was made with {different}, not {settings}. Pass the same settings to "
-                "reuse it, or pass manifest= another path (or delete it) to make a new split."
+                f"Split manifest {manifest_path} was made with {made_with}, but this call asks for {asked_for}. "
+                "Pass the same settings to reuse it, or make a new split in another manifest file "
+                "(manifest= in Python, --splits on the command line), or delete this one."
             )
         previous = {relative: split for split in SPLITS for relative in data["splits"].get(split, [])}
         known = data.get("checked", {}) if isinstance(data.get("checked"), dict) else {}
@@ -467,8 +469,8 @@ def _write_manifest(path: Path, root: Path, scan: ScanResult, split_samples: dic
         with atomic_write(path, "w") as handle:
             json.dump(data, handle, indent=1)
     except OSError as error:  # a read-only dataset still trains; the split is then not remembered
-        logger.warning("Could not write the split manifest %s (%s); pass manifest= a writable path to keep the split.",
-                       path, error)
+        logger.warning("Could not write the split manifest %s (%s); to keep the split, pass a writable manifest path "
+                       "(manifest= in Python, --splits on the command line).", path, error)
 
 
 class ImageFolderSplit(ImageDataset):

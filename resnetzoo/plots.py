@@ -48,8 +48,14 @@ def _save(figure: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_history(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Loss and accuracy per epoch (train and validation) side by side."""
+def plot_history(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                 train_loss_includes: Sequence[str] = ()) -> Path:
+    """Loss and accuracy per epoch (train and validation) side by side.
+
+    Args:
+        train_loss_includes: what the training loss includes beyond plain cross-entropy (e.g.
+            ``["label smoothing", "mixup"]``), named in the loss panel's title.
+    """
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -70,8 +76,9 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) 
         axis.grid(alpha=0.3)
         axis.legend(loc=corner)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    # Training loss includes label smoothing (and mixup); validation loss is plain cross-entropy.
-    loss_axis.set_title("Loss (train: with label smoothing/mixup)", fontsize=10)
+    # Validation loss is plain cross-entropy; say what makes the training loss differ, and only that.
+    if train_loss_includes:
+        loss_axis.set_title(f"Loss (train: with {', '.join(train_loss_includes)})", fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
 

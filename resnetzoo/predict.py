@@ -24,9 +24,13 @@ from .data import BrokenImageError, load_image
 from .errors import ResnetzooError
 from .transforms import eval_transform
 
-__all__ = ["Prediction", "predict", "draw_prediction_grid", "load_model", "main"]
+__all__ = ["Prediction", "PredictError", "predict", "draw_prediction_grid", "load_model", "main"]
 
 logger = logging.getLogger(__name__)
+
+class PredictError(ResnetzooError, ValueError):
+    """Command-line arguments of ``python -m resnetzoo.predict`` that cannot work (e.g. an unwritable --grid)."""
+
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -84,9 +88,14 @@ def predict(
 ) -> list[Prediction]:
     """Top-``topk`` labels and probabilities for each image.
 
+    Unlike the command line, which reports unreadable files and goes on with the others, this function
+    stops at the first file that cannot be read: it raises ``BrokenImageError`` naming that file, and
+    returns nothing for the other images. To skip broken files, open them first with
+    ``resnetzoo.data.load_image`` (catching ``BrokenImageError``) and pass the PIL images.
+
     Args:
         model_or_run_dir: a model with ``.config`` (from ``resnetzoo.create``) or a run/saved folder.
-        images: file paths or PIL images. A file that cannot be read raises ``BrokenImageError`` naming it.
+        images: file paths or PIL images.
         topk: how many classes to return per image (at most the number of classes).
         true_labels: optional known labels, carried into the predictions (for the grid figure).
     """
@@ -145,11 +154,16 @@ def _expand(inputs: Sequence[str], class_names: Sequence[str]) -> list[tuple[Pat
     folder's name when that is one of the model's classes (as in a dataset's class folders)."""
     known = set(class_names)
     found: list[tuple[Path, str | None]] = []
+    seen: set[Path] = set()  # an image given itself and again inside a folder is classified (and counted) once
     for entry in inputs:
         path = Path(entry)
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and not any(
             part.startswith(".") for part in p.relative_to(path).parts)) if path.is_dir() else [path]
         for file in files:
+            resolved = file.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
             parent = file.parent.name
             found.append((file, parent if parent in known else None))
     return found
@@ -163,7 +177,9 @@ def _parser() -> argparse.ArgumentParser:
                     "image inside a folder named after a class is shown with that true label.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("model", help="run folder, saved folder, or hf-hub:org/name")
+    parser.add_argument("model", help="a trained model: run folder (from python -m resnetzoo.train), saved folder, or "
+                                      "hf-hub:org/name. A bare architecture name such as resnet18 has RANDOM weights "
+                                      "and numbered labels: only for trying the command out")
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per image")
     parser.add_argument("--grid", type=Path, default=None, help="draw the images with their predictions into this PNG")
@@ -179,7 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     try:
+        if args.grid is not None:
+            _check_grid_path(args.grid)  # before loading the model and reading every image
         model = load_model(args.model, args.device)
+        if _is_architecture_name(args.model):
+            print(f"warning: {args.model!r} is an architecture name, not a trained model: its weights are RANDOM and "
+                  "its labels are class numbers, so these predictions mean nothing. Pass a run folder, a saved folder "
+                  "or hf-hub:org/name.", file=sys.stderr)
         entries = _expand(args.images, _class_names(model))
         readable, failed = [], 0
         for path, truth in entries:
@@ -207,9 +229,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acc@1 on {len(known)} labelled images: {sum(p.correct for p in known) / len(known):.4f}")
     if args.grid is not None:
         shown = readable[: args.grid_max]
-        draw_prediction_grid([image for _, _, image in shown], predictions[: len(shown)], args.grid)
+        try:
+            draw_prediction_grid([image for _, _, image in shown], predictions[: len(shown)], args.grid)
+        except (ResnetzooError, OSError) as error:
+            print(f"error: the grid was not drawn: {error}", file=sys.stderr)
+            return 2
         print(f"Grid written to {args.grid}")
     return 1 if failed else 0
+
+
+def _is_architecture_name(model: str) -> bool:
+    """A registered name (``resnet18``) rather than a folder or ``hf-hub:`` model: ``create`` builds it untrained."""
+    from .registry import list_models
+
+    return not Path(model).exists() and model.lower() in list_models()
+
+
+def _check_grid_path(path: Path) -> None:
+    """Fail before any work when the grid PNG cannot be written (its folder is created, as the write would)."""
+    if path.is_dir():
+        raise PredictError(f"--grid {path} is a folder. Pass a file name such as {path / 'predictions.png'}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PredictError(f"Cannot create the folder of --grid {path} ({error.strerror or error}). "
+                           "Pass a PNG path in a writable place.") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PredictError(f"Cannot write --grid {path}: its folder is not writable. Pass a PNG path in a writable place.")
 
 
 if __name__ == "__main__":

@@ -632,9 +632,16 @@ class Trainer:
         try:
             from .plots import plot_history
 
-            plot_history(self.history, self.out_dir / CURVES_PNG)
+            plot_history(self.history, self.out_dir / CURVES_PNG, train_loss_includes=self._train_loss_includes())
         except ResnetzooError as error:  # no matplotlib: the numbers are in history.csv
             logger.warning("Training curves not drawn: %s", error)
+
+    def _train_loss_includes(self) -> list[str]:
+        """What the training loss adds to plain cross-entropy, for the title of the loss curves."""
+        recipe = self.recipe
+        included = [("label smoothing", recipe.label_smoothing > 0), ("mixup", recipe.mixup_alpha > 0),
+                    ("cutmix", recipe.cutmix_alpha > 0)]
+        return [name for name, on in included if on]
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
@@ -782,7 +789,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="CutMix alpha; 1.0 is typical (default: 0, off)")
     recipe.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
                         help="train only the classifier head for this many epochs first (default: 0)")
-    recipe.add_argument("--patience", type=int, default=None,
+    recipe.add_argument("--early-stopping-patience", "--patience", dest="patience", type=int, default=None,
                         help="early stopping: stop after this many epochs without a better val acc@1 (default: off)")
     recipe.add_argument("--seed", type=int, default=d.seed,
                         help=f"seed of the split, the new head, shuffling and augmentation (default: {d.seed})")
@@ -792,13 +799,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m resnetzoo.train``: parse, load data, build the model, train. Returns an exit status."""
     args = _parser().parse_args(argv)
-    context = distributed.init_distributed(args.device)
-    logging.basicConfig(level=logging.INFO if context.is_main else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from . import data
     from .factory import create
 
     try:
+        context = distributed.init_distributed(args.device)
+        logging.basicConfig(level=logging.INFO if context.is_main else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        if context.is_main:
+            _check_out_dir(args.out)  # before scanning data or loading weights, which can take minutes
         torch.manual_seed(args.seed)  # the new head's initialisation
         model, weights = _model_for(args)
         split_options = {"image_size": args.image_size, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
@@ -835,6 +844,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Test acc@1 {trainer.test_metrics['acc1']:.4f}  acc@5 {trainer.test_metrics['acc5']:.4f}")
         print(f"Run folder: {args.out}  (load it with resnetzoo.create({str(args.out)!r}))")
     return 0
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Make sure the run folder can be written: create it now rather than fail after the first epoch."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainError(f"--out {out_dir} is a file, not a folder. Pass a folder for the run (new or existing).")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrainError(f"Cannot create the run folder --out {out_dir} ({error.strerror or error}). "
+                         "Pass a folder in a writable place.") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise TrainError(f"The run folder --out {out_dir} is not writable. Pass a folder in a writable place.")
 
 
 def _model_for(args: argparse.Namespace) -> tuple[nn.Module | None, Any]:

@@ -100,6 +100,17 @@ def test_manifest_made_with_other_settings_is_an_error(tmp_path):
         load_splits(root, image_size=16, seed=3)
 
 
+def test_manifest_mismatch_names_every_setting_and_both_the_argument_and_the_flag(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 5, "b": 5})
+    load_splits(root, image_size=16, seed=0)
+    with pytest.raises(SplitManifestError) as caught:
+        load_splits(root, image_size=16, seed=3)
+    message = str(caught.value)
+    assert "made with seed=0, val_fraction=0.15, test_fraction=0.15" in message
+    assert "asks for seed=3, val_fraction=0.15, test_fraction=0.15" in message
+    assert "manifest=" in message and "--splits" in message
+
+
 def test_corrupt_manifest_is_an_error(tmp_path):
     root = make_folder(tmp_path / "d", {"a": 5, "b": 5})
     (root / data.MANIFEST_NAME).write_text("{not json")

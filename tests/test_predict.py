@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,48 @@ def test_commands_in_the_docs_parse(module):
     assert commands
     for argv in commands:
         parser.parse_args([word for word in argv if word != "..."])  # exits (fails the test) on an option the CLI does not have
+
+
+def test_predict_stops_at_the_first_broken_image_and_names_it(run, tmp_path):
+    good = sorted((run / "data").rglob("*.png"))[0]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(BrokenImageError, match="broken.png") as caught:
+        predict(run / "run", [good, tmp_path / "broken.png", good])
+    assert str(good) not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["folder is a file", "under /proc"])
+def test_predict_cli_refuses_an_unwritable_grid_before_loading_anything(tmp_path, capsys, kind):
+    if kind == "folder is a file":
+        (tmp_path / "file").write_text("")
+        grid = tmp_path / "file" / "grid.png"
+    else:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc")
+        grid = Path("/proc/resnetzoo-test/grid.png")
+    # The model does not exist either: the --grid error must come first.
+    assert main([str(tmp_path / "no-run"), str(tmp_path / "x.png"), "--grid", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and "--grid" in err
+
+
+def test_an_image_given_alone_and_inside_a_folder_is_predicted_once(run, capsys):
+    image = run / "data" / "red" / "0.png"
+    assert main([str(run / "run"), str(image), str(run / "data"), str(image), "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{image}  (true: red)")  # kept where it was first given
+    assert out.count("%") == 2 * 12 and "acc@1 on 12 labelled images" in out
+
+
+def test_a_bare_architecture_name_warns_that_its_weights_are_random(tmp_path, capsys):
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "x.png")
+    assert main(["resnet18", str(tmp_path / "x.png"), "--topk", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RANDOM" in err and "resnet18" in err
+
+
+def test_predict_help_says_what_model_accepts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "run folder" in help_text and "hf-hub:org/name" in help_text and "RANDOM weights" in help_text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -382,3 +383,92 @@ def test_progress_bar_shows_loss_accuracy_lr_and_speed(splits, capsys):
     Trainer(splits, tiny_model(), epochs=1, batch_size=4, lr=1e-3, **options).train()
     bar = capsys.readouterr().err
     assert "epoch 1/1" in bar and all(f"{name}=" in bar for name in ("loss", "acc", "lr", "img_s"))
+
+
+def test_early_stopping_flag_is_named_like_the_option_and_keeps_its_short_alias():
+    from resnetzoo.train import _parser
+
+    common = ["--data", "d", "--out", "o"]
+    assert _parser().parse_args([*common, "--early-stopping-patience", "3"]).patience == 3
+    assert _parser().parse_args([*common, "--patience", "2"]).patience == 2
+
+
+def test_every_option_in_the_docs_table_names_its_real_cli_flag():
+    import re
+
+    from resnetzoo.train import _parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "fine-tuning.md").read_text()
+    section = text.split("## Training options", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    flags = {flag for action in _parser()._actions for flag in action.option_strings}
+    assert rows
+    for row in rows:
+        options, cli = re.findall(r"`([a-z_]+)`", row.split("|")[1]), re.findall(r"`(--[a-z-]+)`", row.split("|")[2])
+        if "Python only" in row:
+            continue
+        assert cli and set(cli) <= flags, row
+        for option in options:  # the flag is the option's name with dashes (or --no-NAME for a switched-on default)
+            assert option.replace("_", "-") in {flag[2:].removeprefix("no-") for flag in cli}, row
+
+
+@pytest.mark.parametrize("kind", ["a file", "under /proc"])
+def test_train_cli_refuses_an_unwritable_out_before_reading_any_data(tmp_path, capsys, kind):
+    if kind == "a file":
+        out = tmp_path / "taken"
+        out.write_text("not a folder")
+    else:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc")
+        out = Path("/proc/resnetzoo-test/run")
+    # The data folder does not exist either: the --out error must come first.
+    assert main(["--data", str(tmp_path / "missing"), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and "--out" in err and "does not exist" not in err
+
+
+def test_train_cli_with_cuda_but_no_gpu_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
+
+
+def test_loss_curve_title_names_only_what_the_training_loss_includes(splits, tmp_path, monkeypatch):
+    from resnetzoo import plots
+
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: titles.append(figure.axes[0].get_title()))
+    history = [{"epoch": 1, "train_loss": 1.0, "train_acc1": 0.5}]
+    plots.plot_history(history, tmp_path / "curves.png")
+    plots.plot_history(history, tmp_path / "curves.png", train_loss_includes=["label smoothing"])
+    assert titles == ["Loss", "Loss (train: with label smoothing)"]
+    smoothing_only = Trainer(splits, tiny_model(), epochs=1, batch_size=4, lr=1e-3, **FAST)
+    assert smoothing_only._train_loss_includes() == ["label smoothing"]
+    plain = Trainer(splits, tiny_model(), epochs=1, batch_size=4, lr=1e-3, label_smoothing=0.0, cutmix_alpha=1.0, **FAST)
+    assert plain._train_loss_includes() == ["cutmix"]
+
+
+def test_training_longer_is_a_new_run_that_starts_from_the_run_folder(tmp_path, monkeypatch):
+    from resnetzoo import train
+    from resnetzoo.hub import save_pretrained
+
+    data = make_folder(tmp_path / "data", per_class=4)
+    save_pretrained(tiny_model(), tmp_path / "tiny")
+    cli = ["--data", str(data), "--epochs", "1", "--batch-size", "4", "--image-size", "16", "--device", "cpu",
+           "--num-workers", "0", "--no-progress", "--val-fraction", "0.25", "--test-fraction", "0"]
+    assert main([*cli, "--model", str(tmp_path / "tiny"), "--out", str(tmp_path / "run")]) == 0
+    started_from = {}
+
+    class Spy(Trainer):
+        def __init__(self, datasets, model, **kwargs):
+            started_from.update({k: v.clone() for k, v in model.state_dict().items()})
+            super().__init__(datasets, model, **kwargs)
+
+    monkeypatch.setattr(train, "Trainer", Spy)
+    # The documented recipe (docs/fine-tuning.md, "Training longer"): --model RUN_DIR --out NEW_DIR.
+    assert main([*cli, "--model", str(tmp_path / "run"), "--out", str(tmp_path / "more"), "--lr", "1e-4"]) == 0
+    best = resnetzoo.create(tmp_path / "run").state_dict()
+    assert started_from.keys() == best.keys()
+    assert all(torch.equal(started_from[k], best[k]) for k in best)
+    assert resnetzoo.create(tmp_path / "more").config.class_names == ["class_0", "class_1", "class_2"]
