@@ -448,6 +448,21 @@ def test_opset_below_18_is_written_natively_with_a_symbolic_batch_axis(tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the stand-in below calls the legacy exporter directly
+@pytest.mark.parametrize("opset", [onnx_export.MIN_OPSET, onnx_export.MAX_OPSET])
+def test_both_ends_of_the_supported_opset_range_export_and_pass_the_gate(opset, tmp_path):
+    manifest = export_model(tiny_model(), tmp_path, formats=["onnx"], opset=opset, progress=False, num_verify_inputs=2)
+    assert manifest["files"][0]["opset"] == opset and manifest["verification"]["passed"] is True
+
+
+@pytest.mark.parametrize("opset", [7, onnx_export.MIN_OPSET - 1, onnx_export.MAX_OPSET + 1])
+def test_an_opset_outside_the_supported_range_is_refused_before_export_naming_the_range(opset, tmp_path):
+    # Opset 7 and 8 used to reach the gate and fail with every weight listed as a graph input.
+    expected = f"opset must be an integer from {onnx_export.MIN_OPSET} to {onnx_export.MAX_OPSET}"
+    with pytest.raises(ExportError, match=expected):
+        export_model(tiny_model(), tmp_path / "out", formats=["onnx"], opset=opset, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_exporter_that_writes_another_opset_than_asked_is_an_error(tmp_path, monkeypatch):
     import io
 
@@ -488,16 +503,30 @@ def test_the_gate_can_verify_with_the_users_own_images(tmp_path):
 
 
 def test_verify_images_errors_name_the_problem(tmp_path):
-    from resnetzoo.data import BrokenImageError
-
     paths = _write_images(tmp_path / "photos", 2)
     with pytest.raises(ExportError, match="needs at least 2"):
         export_model(tiny_model(), tmp_path / "out", verify_images=[paths[0]], progress=False)
     with pytest.raises(ExportError, match="does not exist"):
         export_model(tiny_model(), tmp_path / "out", verify_images=[tmp_path / "nope.jpg"], progress=False)
-    broken = tmp_path / "photos" / "broken.png"
-    broken.write_bytes(b"not a png")
-    with pytest.raises(BrokenImageError, match="broken.png"):
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_verify_images_are_skipped_with_a_warning_naming_each_file(tmp_path, caplog):
+    _write_images(tmp_path / "photos", 2)
+    (tmp_path / "photos" / "0_broken.png").write_bytes(b"not a png")
+    (tmp_path / "photos" / "1_empty.jpg").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="resnetzoo.export"):
+        manifest = export_model(tiny_model(), tmp_path / "out", formats=["torchscript"],
+                                verify_images=tmp_path / "photos", progress=False)
+    assert manifest["verification"]["num_inputs"] == 2
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("0_broken.png" in w for w in warnings_) and any("1_empty.jpg" in w for w in warnings_)
+
+
+def test_verify_images_fail_only_when_too_few_usable_images_remain(tmp_path):
+    _write_images(tmp_path / "photos", 1)
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ExportError, match=r"1 usable image\(s\) \(1 unreadable file\(s\) skipped\)"):
         export_model(tiny_model(), tmp_path / "out", verify_images=tmp_path / "photos", progress=False)
     assert not (tmp_path / "out").exists()
 

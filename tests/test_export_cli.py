@@ -54,6 +54,7 @@ def test_cli_exports_a_saved_folder_and_prints_the_verification_table(run_folder
     assert "torch.export.load, batch 1: max|diff| vs PyTorch" in captured.out
     assert "FAILED" not in captured.out
     assert "Wrote 2 file(s) and manifest.json" in captured.out
+    assert (captured.out + captured.err).count("Wrote") == 1  # once, after the table: not also logged before it
     manifest = json.loads((out / "manifest.json").read_text())
     assert [f["name"] for f in manifest["files"]] == ["model.onnx", "model.pt2"]
     assert manifest["verification"]["passed"] is True and manifest["verification"]["batch_sizes"] == [1, 4]
@@ -126,6 +127,15 @@ def test_bad_arguments_exit_2_with_one_clear_line(case, run_folder, tmp_path, ca
     assert len(lines) == 1, err
     assert "error:" in lines[0] and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unsupported_opset_exits_2_with_one_line_naming_the_supported_range(run_folder, tmp_path, capsys):
+    code = main([str(run_folder), "--out", str(tmp_path / "out"), "--formats", "onnx", "--opset", "7"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert err.strip().splitlines() == [
+        f"error: opset must be an integer from {onnx_export.MIN_OPSET} to {onnx_export.MAX_OPSET} (default 18), got 7."
+    ]
 
 
 def test_module_entry_point_prints_no_traceback_for_a_bad_name(tmp_path):

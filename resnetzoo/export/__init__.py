@@ -31,7 +31,7 @@ from .._io import atomic_write, fsync_dir
 from ..config import ModelConfig
 from ..errors import ResnetzooError
 from .metadata import EXPORT_FORMAT, export_metadata
-from .onnx import DEFAULT_OPSET
+from .onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .verify import (
     DEFAULT_NUM_INPUTS,
     FP16_MIN_AGREEMENT,
@@ -159,7 +159,7 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".t
 
 def _image_inputs(sources: Any, metadata: dict[str, Any], limit: int) -> tuple[torch.Tensor, str]:
     """The verification set from the user's own images, decoded and preprocessed as resnetzoo.predict does."""
-    from ..data import load_image
+    from ..data import BrokenImageError, load_image
     from ..transforms import eval_transform
 
     if metadata["input_shape"][1] != 3:
@@ -174,14 +174,25 @@ def _image_inputs(sources: Any, metadata: dict[str, Any], limit: int) -> tuple[t
             files.append(path)
         else:
             raise ExportError(f"Verification image {path} does not exist.")
-    files = files[:limit]
-    if len(files) < 2:
-        raise ExportError(f"verify_images gave {len(files)} image(s); the gate needs at least 2 (batch 1 and batch N).")
     transform = eval_transform({key: metadata[key] for key in ("resize_size", "crop_size", "mean", "std",
                                                                 "interpolation")})
-    # A broken image raises resnetzoo.data.BrokenImageError, which names the file.
-    inputs = torch.stack([transform(load_image(path)) for path in files])
-    return inputs, f"{len(files)} image(s) from {', '.join(str(i) for i in items)}"
+    # Skip what cannot be decoded, as training and predict do: one corrupt file in a photo folder is no
+    # reason to refuse an export, but each one is named so that nothing is dropped silently.
+    images: list[torch.Tensor] = []
+    skipped: list[Path] = []
+    for path in files:
+        if len(images) == limit:
+            break
+        try:
+            images.append(transform(load_image(path)))
+        except BrokenImageError as error:
+            logger.warning("Skipping verification image %s", error)
+            skipped.append(path)
+    if len(images) < 2:
+        unreadable = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
+        raise ExportError(f"verify_images gave {len(images)} usable image(s){unreadable}; the gate needs at least 2 "
+                          "(batch 1 and batch N). Add readable images, or leave verify_images out for the synthetic set.")
+    return torch.stack(images), f"{len(images)} image(s) from {', '.join(str(i) for i in items)}"
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -289,8 +300,9 @@ def export_model(
         ExportVerificationError: a file failed the gate; no file and no manifest was written.
     """
     kinds = _normalise_formats(formats)
-    if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= 30:
-        raise ExportError(f"opset must be an integer between 7 and 30 (18 recommended), got {opset!r}.")
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}), "
+                          f"got {opset!r}.")
     if image_size is not None and (not isinstance(image_size, int) or not 16 <= image_size <= MAX_IMAGE_SIZE):
         raise ExportError(f"image_size must be an integer between 16 and {MAX_IMAGE_SIZE}, got {image_size!r}.")
     if num_verify_inputs < 2:
@@ -363,7 +375,8 @@ def export_model(
         raise
     finally:
         _remove(temporary.values())
-    logger.info("Wrote %s and %s to %s", ", ".join(file_name(k, fp16) for k in kinds), MANIFEST_NAME, out_dir)
+    # DEBUG, not INFO: the returned manifest says what was written, and the CLI prints its own summary last.
+    logger.debug("Wrote %s and %s to %s", ", ".join(file_name(k, fp16) for k in kinds), MANIFEST_NAME, out_dir)
     return manifest
 
 

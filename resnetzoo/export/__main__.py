@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import DEFAULT_FORMATS, FORMATS, MANIFEST_NAME, CheckResult, ExportVerificationError, export_model, format_table
-from .onnx import DEFAULT_OPSET
+from .onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .verify import DEFAULT_NUM_INPUTS
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "or a path to a state dict file)")
     parser.add_argument("--image-size", type=int, default=None, metavar="N",
                         help="input height and width (default: the model's crop size, 224 for ImageNet weights)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}; below {DEFAULT_OPSET} "
+                             "through the legacy exporter)")
     parser.add_argument("--fp16", action="store_true", help="export half-precision files (float16 input and output)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the verification gate (files are then written unproven; the manifest says so)")
