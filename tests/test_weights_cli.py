@@ -155,9 +155,18 @@ def test_download_while_offline_is_a_clear_error(capsys, fake_published_weights)
     assert status == 1 and "RESNETZOO_OFFLINE" in err and "import" in err
 
 
-def test_download_of_an_unknown_model_suggests_names(capsys):
+def test_download_of_an_unknown_model_is_a_usage_error_that_suggests_names(capsys):
     status, _, err = run(capsys, "download", "resnet05")
-    assert status == 1 and "Did you mean" in err
+    assert status == 2 and "Did you mean" in err and "python -m resnetzoo.weights list" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["download", "resnet50:V3"], ["convert", "resnet50:V3", "--out", "unused"]])
+def test_an_unknown_tag_is_a_usage_error_in_command_line_words(capsys, argv):
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "Available tags: IMAGENET1K_V1, IMAGENET1K_V2" in err and "resnet50:TAG" in err
+    assert "pretrained" not in err  # the library's wording (pretrained=True) means nothing on the command line
 
 
 def test_a_bundle_path_that_is_a_file_is_a_one_line_error(capsys, fake_published_weights, tmp_path):
@@ -190,6 +199,20 @@ def test_imported_bundle_serves_create_offline_with_torchvision_logits(capsys, f
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference.eval()(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt"]])
+def test_import_of_a_folder_without_checkpoints_is_a_one_line_error(capsys, tmp_path, contents):
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("x")
+    status, out, err = run(capsys, "import", str(folder))
+    assert status == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"error: Nothing to import in {folder}: expected *.pth files or a bundle folder with a SHA256SUMS manifest. "
+        "Check the path."
+    ]
 
 
 def test_a_renamed_file_is_recognised_by_its_content(capsys, fake_published_weights, tmp_path):
@@ -276,7 +299,15 @@ def test_verify_delete_corrupt_removes_only_corrupt_files(capsys, fake_published
 
 def test_verify_of_an_empty_cache_succeeds(capsys):
     status, out, _ = run(capsys, "verify")
-    assert status == 0 and "0 checkpoint(s) checked" in out
+    assert status == 0 and out.startswith("0 checkpoint(s) checked")  # no blank line first
+
+
+@pytest.mark.parametrize("command", ["list", "verify"])
+def test_help_documents_the_exit_status(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "exit status:" in out and "1    a cached file is corrupt (list, verify)" in out
 
 
 # ------------------------------------------------------------------------------------------ convert

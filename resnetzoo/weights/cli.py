@@ -27,7 +27,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
-from ..errors import ResnetzooError, WeightsFileError, WeightsHashMismatchError, WeightsUnavailableError
+from ..errors import (
+    ResnetzooError,
+    UnknownModelError,
+    UnknownWeightsError,
+    WeightsFileError,
+    WeightsHashMismatchError,
+    WeightsUnavailableError,
+)
 from ..registry import get_variant, list_models
 from . import files, records
 from .records import WeightsRecord
@@ -39,8 +46,26 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "SHA256SUMS"  # "<sha256>  <file name>" lines: the format of coreutils' sha256sum
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_EXIT_STATUS = """exit status:
+  0    done (list, verify: every cached file checked is intact)
+  1    a cached file is corrupt (list, verify), a file was refused (import), or a download failed
+  2    bad arguments: unknown model or weights tag, nothing to import in a folder, ...
+  130  interrupted (nothing partial is kept)"""
+
+
 class CliError(ResnetzooError):
     """A command-line mistake (unknown spec, missing file); printed as one line, exit status 2."""
+
+
+def _unknown_weights(error: UnknownWeightsError, allow_all: bool = True) -> CliError:
+    """The library's message speaks of pretrained=...; on the command line the choice is written NAME[:TAG]."""
+    name = error.model_name
+    choices = ", ".join(error.available) if error.available else "none"
+    every = f" or {name}:all for every tag" if allow_all else ""
+    return CliError(f"Unknown weights {error.tag!r} for {name}. Available tags: {choices}. Write {name} alone for "
+                    f"the default tag, {name}:TAG for one tag{every}.")
 
 
 # ------------------------------------------------------------------------------------ selection
@@ -67,7 +92,10 @@ def select_records(specs: Sequence[str], everything: bool = False) -> list[Weigh
         if tag.lower() == "all":
             chosen = list(records.weights_records(name))
         elif tag:
-            record = records.resolve_pretrained(name, tag)
+            try:
+                record = records.resolve_pretrained(name, tag)
+            except UnknownWeightsError as error:
+                raise _unknown_weights(error) from None
             if not isinstance(record, WeightsRecord):
                 raise CliError(f"{spec!r}: after ':' comes a weights tag such as IMAGENET1K_V1, or 'all'.")
             chosen = [record]
@@ -150,7 +178,7 @@ def cmd_list(pattern: str = "*", verify: bool = True) -> int:
     print(_table(rows, header, right={2, 3, 4, 5, 6}))
     print(f"\n* default weights (pretrained=True). ImageNet-1K accuracy as published by torchvision. "
           f"Cache: {files.cache_dir()}")
-    return 1 if any(row[-1] == "CORRUPT" for row in rows) else 0
+    return EXIT_FAILED if any(row[-1] == "CORRUPT" for row in rows) else EXIT_OK
 
 
 def cmd_download(specs: Sequence[str], everything: bool = False, to: Path | None = None, progress: bool = True) -> int:
@@ -222,19 +250,26 @@ def cmd_import(paths: Sequence[Path]) -> int:
     """Verify each file (or each file of each bundle folder) and copy it into the cache; exit 1 if any was refused."""
     if not paths:
         raise CliError("Name files or bundle folders to import.")
-    refused = 0
+    # Every folder is looked into before anything is copied: a mistyped bundle path must not look like success.
+    candidates: list[tuple[Path, str | None]] = []
     for path in paths:
-        for candidate, expected in _import_candidates(path):
-            try:
-                message = import_file(candidate, expected)
-            except WeightsFileError as error:
-                refused += 1
-                print(f"REFUSED  {error}", file=sys.stderr)
-            else:
-                print(f"ok  {message}")
+        found = _import_candidates(path)
+        if not found:
+            raise CliError(f"Nothing to import in {path}: expected *.pth files or a bundle folder with a "
+                           f"{MANIFEST_NAME} manifest. Check the path.")
+        candidates += found
+    refused = 0
+    for candidate, expected in candidates:
+        try:
+            message = import_file(candidate, expected)
+        except WeightsFileError as error:
+            refused += 1
+            print(f"REFUSED  {error}", file=sys.stderr)
+        else:
+            print(f"ok  {message}")
     if refused:
         print(f"\n{refused} file(s) refused; nothing was copied for them.", file=sys.stderr)
-    return 1 if refused else 0
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 def _import_candidates(path: Path) -> list[tuple[Path, str | None]]:
@@ -294,7 +329,8 @@ def cmd_verify(delete_corrupt: bool = False) -> int:
         else:
             print(f"CORRUPT  {record.full_name}  {path.name}: SHA-256 mismatch. Delete it, or run again with "
                   f"--delete-corrupt, then download or import it again.")
-    print(f"\n{checked} checkpoint(s) checked in {folder}, {corrupt} corrupt"
+    # The blank line separates the summary from the per-file lines; with none above it, it would lead the output.
+    print(("\n" if present else "") + f"{checked} checkpoint(s) checked in {folder}, {corrupt} corrupt"
           + (" (deleted)." if delete_corrupt and corrupt else "."))
     return 1 if corrupt and not delete_corrupt else 0
 
@@ -307,7 +343,10 @@ def cmd_convert(spec: str, out: Path, weights: Path | None = None, progress: boo
     if weights is not None and tag:
         raise CliError("Give either NAME:TAG or --weights FILE, not both.")
     pretrained: object = weights if weights is not None else (tag or True)
-    model = create(name, pretrained=pretrained, progress=progress)
+    try:
+        model = create(name, pretrained=pretrained, progress=progress)
+    except UnknownWeightsError as error:
+        raise _unknown_weights(error, allow_all=False) from None
     save_pretrained(model, out)
     print(f"ok  {model.config.base_weights} -> {out}  (load with resnetzoo.create({str(out)!r}))")
     return 0
@@ -324,12 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="air-gapped machine:\n"
                "  (with network)  python -m resnetzoo.weights download resnet50 resnet18 --to /media/usb/weights\n"
-               "  (offline)       python -m resnetzoo.weights import /media/usb/weights\n"
-               "see docs/offline.md",
+               "  (offline)       python -m resnetzoo.weights import /media/usb/weights\n\n"
+               f"{_EXIT_STATUS}\n\nsee docs/offline.md",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("list", help="every model and weights tag, with accuracy, size and cache state")
+    p = commands.add_parser("list", help="every model and weights tag, with accuracy, size and cache state; exit 1 "
+                                         "if a cached file is corrupt", epilog=_EXIT_STATUS,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter on model names, e.g. 'resnext*'")
     p.add_argument("--no-verify", action="store_true", help="do not re-hash cached files (faster)")
 
@@ -342,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("import", help="verify files or bundle folders and place them in the cache")
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_BUNDLE")
 
-    p = commands.add_parser("verify", help="re-hash every cached checkpoint and report")
+    p = commands.add_parser("verify", help="re-hash every cached checkpoint and report; exit 1 if one is corrupt",
+                            epilog=_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--delete-corrupt", action="store_true", help="delete files whose hash does not match")
 
     p = commands.add_parser("convert", help="save a torchvision checkpoint as a resnetzoo folder (safetensors)")
@@ -367,11 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_convert(args.spec, args.out, args.weights, progress=not args.no_progress)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except UnknownModelError as error:  # its own "See resnetzoo.list_models()" speaks to Python users
+        hint = f" Did you mean: {', '.join(error.suggestions)}?" if error.suggestions else ""
+        print(f"error: Unknown model {error.name!r}.{hint} See python -m resnetzoo.weights list for every name.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except UnknownWeightsError as error:  # a tag that reached the library by another path than select_records
+        print(f"error: {_unknown_weights(error)}", file=sys.stderr)
+        return EXIT_USAGE
     except (ResnetzooError, OSError) as error:  # OSError: a bundle path that is a file, a full disk, ...
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         # Every write goes through a temporary file: an interrupted download or copy leaves nothing behind.
         print("interrupted; nothing partial was kept.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
