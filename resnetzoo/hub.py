@@ -138,12 +138,29 @@ def _check_model_matches_config(model: ResNet, config: ModelConfig) -> None:
     # folder that cannot be loaded again; catch it while the user can still fix it.
     expected = {k: tuple(v.shape) for k, v in build_model_meta(config).state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if expected != actual:
-        diff = sorted(set(expected.items()) ^ set(actual.items()))[:4]
-        raise ConfigError(
-            f"The model does not match its config (num_classes={config.num_classes}, in_chans={config.in_chans}): "
-            f"differing entries {diff}. After replacing layers by hand, update model.config (or use reset_classifier)."
-        )
+    if expected == actual:
+        return
+
+    def shape(shapes: dict[str, tuple[int, ...]], key: str) -> str:
+        return str(shapes[key]) if key in shapes else "missing"
+
+    differing = [k for k in sorted(expected.keys() | actual.keys()) if expected.get(k) != actual.get(k)]
+    details = "; ".join(f"{k}: model {shape(actual, k)} vs config {shape(expected, k)}" for k in differing[:4])
+    if len(differing) > 4:
+        details += f"; and {len(differing) - 4} more"
+    fixes = []
+    head = actual.get("fc.weight")
+    if head is not None and head != expected.get("fc.weight"):
+        fixes.append(f"for the head, model.reset_classifier({head[0]}) replaces it and updates model.config, or set "
+                     f"model.config.num_classes = {head[0]} (and model.config.class_names) after replacing it by hand")
+    stem = actual.get("conv1.weight")
+    if stem is not None and expected.get("conv1.weight") not in (None, stem) and len(stem) == 4:
+        fixes.append(f"for the stem, set model.config.in_chans = {stem[1]}")
+    fix = "; ".join(fixes) if fixes else "after replacing layers by hand, update model.config to describe them"
+    raise ConfigError(
+        f"The model does not match its config (num_classes={config.num_classes}, in_chans={config.in_chans}): "
+        f"{details}. Fix: {fix}."
+    )
 
 
 def build_model_meta(config: ModelConfig) -> ResNet:

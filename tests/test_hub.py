@@ -204,6 +204,21 @@ def test_saving_a_model_whose_head_was_replaced_by_hand_is_refused(tmp_path):
     assert not (tmp_path / hub.WEIGHTS_NAME).exists()
 
 
+def test_the_config_mismatch_error_labels_each_shape_and_names_the_fixes(tmp_path):
+    model = tiny_model(num_classes=3)
+    width = model.num_features
+    model.fc = torch.nn.Linear(width, 9)
+    with pytest.raises(ConfigError) as info:
+        model.save_pretrained(tmp_path)
+    message = str(info.value)
+    assert f"fc.weight: model (9, {width}) vs config (3, {width})" in message
+    assert "fc.bias: model (9,) vs config (3,)" in message
+    assert "model.reset_classifier(9)" in message and "model.config.num_classes = 9" in message
+    model.config.num_classes = 9  # the fix the message names
+    model.config.class_names = None
+    assert model.save_pretrained(tmp_path) == tmp_path
+
+
 def test_config_and_weights_from_different_models_give_a_clear_error(tmp_path):
     tiny_model(num_classes=3).save_pretrained(tmp_path / "a")
     tiny_model(num_classes=5).save_pretrained(tmp_path / "b")
