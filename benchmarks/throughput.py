@@ -622,17 +622,23 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _cpu_time_note(row: Row) -> str:
+    return "" if row.speedup_cpu_time is None else f" (CPU time: {row.speedup_cpu_time:.2f}x)"
+
+
 def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int) -> list[dict[str, Any]]:
     """The goals of the speed issue that this run's configurations can show; each with the measured value.
 
-    A goal whose configuration was not measured is left out rather than reported as met or missed.
+    A goal whose configuration was not measured is left out rather than reported as met or missed. "met" is
+    judged on wall-clock images/s, as the issue states the goals; the CPU-time ratio is shown beside it.
     """
     goals: list[dict[str, Any]] = []
     ok = [r for r in rows if r.status == "ok" and r.speedup_vs_torchvision is not None]
     for row in ok:
         if row.backend == "resnetzoo":
             goals.append({"goal": f"hand-built eager within 3% of torchvision ({row.model} {row.precision} "
-                                  f"b{row.batch_size})", "target": ">= 0.97x", "measured": f"{row.speedup_vs_torchvision:.2f}x",
+                                  f"b{row.batch_size})", "target": ">= 0.97x",
+                          "measured": f"{row.speedup_vs_torchvision:.2f}x{_cpu_time_note(row)}",
                           "met": row.speedup_vs_torchvision >= 0.97})
 
     def best(model: str, precision: str, batch_size: int, size: int) -> Row | None:
@@ -644,7 +650,7 @@ def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int) -> 
 
     if device["type"] == "cpu" and (row := best("resnet50", "fp32", 8, 224)) is not None:
         goals.append({"goal": "CPU resnet50 b8 224 px fp32: best resnetzoo path vs torchvision eager", "target": ">= 1.6x",
-                      "measured": f"{row.speedup_vs_torchvision:.2f}x ({row.backend})",
+                      "measured": f"{row.speedup_vs_torchvision:.2f}x{_cpu_time_note(row)} ({row.backend})",
                       "met": row.speedup_vs_torchvision >= 1.6})
     bf16_capable = device["type"] == "cuda" or {"avx512_bf16", "amx_bf16"} & set(device["cpu"].get("flags", []))
     for model, batch_size in sorted({(r.model, r.batch_size) for r in ok if r.precision == "bf16"}):
