@@ -83,7 +83,7 @@ def save_pretrained(
         model: the model; its ``model.config`` describes it unless ``config`` is given.
         folder: created if missing; existing files of the same names are replaced.
         config: overrides ``model.config``.
-        metrics: numbers to record (e.g. ``{"val_acc1": 91.2}``); merged into ``config.extra["metrics"]``
+        metrics: numbers to record (e.g. ``{"val_acc1": 0.912}``); merged into ``config.extra["metrics"]``
             and shown in the model card. ``model.config`` itself is not modified.
         model_card: write ``README.md``. A README that resnetzoo did not generate is kept as it is.
 
