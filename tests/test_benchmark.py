@@ -19,18 +19,10 @@ from PIL import Image
 import resnetzoo
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-# Short timing: the tests check the plumbing, not the speed. One thread: on a busy 2-core machine two OpenMP
-# threads that wait for each other can make a 64 px resnet18 call take a second.
+# Short timing: the tests check the plumbing, not the speed. --threads 1 exercises the option; conftest's
+# single_thread fixture gives every test its thread count back afterwards.
 FAST = ["--no-progress", "--min-time", "0.05", "--rounds", "1", "--warmup", "0", "--min-iterations", "2",
         "--threads", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_torch_threads():
-    """main(--threads 1) sets torch's global thread count; give the rest of the session its own back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
