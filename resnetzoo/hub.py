@@ -92,6 +92,12 @@ def save_pretrained(
     """
     folder = Path(folder)
     model = _unwrap(model)
+    if getattr(model, "inference_optimizations", None):
+        raise ConfigError(
+            "This model was optimized for inference: its BatchNorm layers are folded into the convolutions, so its "
+            "weights no longer fit the saved-folder format. Save the original model instead, and call "
+            "optimize_for_inference again after loading it."
+        )
     config = config or getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise ConfigError("This model has no .config; build it with resnetzoo.create() or pass config=ModelConfig(...).")

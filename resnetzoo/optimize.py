@@ -130,14 +130,6 @@ class _InputAdapter:
         return (images, *args[1:])
 
 
-def _refuse_save_pretrained(*_args: Any, **_kwargs: Any) -> None:
-    raise OptimizationError(
-        "This model was optimized for inference: its BatchNorm layers are folded into the convolutions, so its "
-        "weights no longer fit the saved-folder format. Save the original model instead, and call "
-        "optimize_for_inference again after loading it."
-    )
-
-
 def optimize_for_inference(
     model: nn.Module,
     *,
@@ -190,7 +182,7 @@ def optimize_for_inference(
         optimized.register_forward_pre_hook(_InputAdapter(dtype, channels_last))
 
     # Saving would write folded weights under the original names, which no loader can rebuild.
-    optimized.save_pretrained = _refuse_save_pretrained
+    # hub.save_pretrained refuses a model carrying this: folded weights no longer fit the saved-folder format.
     optimized.inference_optimizations = applied
     if compile:
         mode = None if compile is True or compile == "default" else compile

@@ -183,9 +183,13 @@ def test_not_a_module_is_refused():
 
 
 def test_saving_an_optimized_model_is_refused_with_the_fix(tmp_path):
+    from resnetzoo.hub import save_pretrained
+
     optimized = optimize_for_inference(resnetzoo.create("resnet18", num_classes=3))
-    with pytest.raises(OptimizationError, match="Save the original model"):
+    with pytest.raises(resnetzoo.ResnetzooError, match="Save the original model"):
         optimized.save_pretrained(tmp_path / "folder")
+    with pytest.raises(resnetzoo.ResnetzooError, match="Save the original model"):
+        save_pretrained(optimized, tmp_path / "folder")  # the function as well as the method
     assert not (tmp_path / "folder").exists()
 
 
