@@ -702,8 +702,11 @@ def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
         "",
     ]
     if report.get("goals"):
-        lines += ["## Goals of the speed issue measurable in this run", "",
-                  "| goal | target | measured | met |", "|---|---|---|---|"]
+        lines += ["## Goals of the speed issue measurable in this run", ""]
+        if settings.get("quick"):
+            # A smoke run's few short rounds cannot separate a 3% difference from noise.
+            lines += ["*A `--quick` run is a smoke test: too short to judge these goals; indicative only.*", ""]
+        lines += ["| goal | target | measured | met |", "|---|---|---|---|"]
         lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |"
                   for g in report["goals"]]
         lines.append("")

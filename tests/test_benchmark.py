@@ -87,6 +87,7 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
     assert report["device"]["name"] in markdown
     assert any(g["goal"].startswith("hand-built eager") for g in report["goals"])
     assert "## Goals of the speed issue" in markdown
+    assert "A `--quick` run is a smoke test" in markdown  # goals from a smoke run are flagged as indicative
 
     with Image.open(out / "throughput.png") as image:
         assert image.format == "PNG"
