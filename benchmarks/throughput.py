@@ -841,6 +841,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    # Check the output folder before minutes of measuring, not when the results are written.
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as error:
+        print(f"error: cannot write results to {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         rows = benchmark(args)

@@ -283,3 +283,14 @@ def test_unavailable_pretrained_weights_exit_2_with_the_library_message(throughp
     assert code == 2
     assert "resnet18" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_unwritable_output_folder_exits_2_before_measuring(throughput, tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("")
+    measured = []
+    monkeypatch.setattr(throughput, "benchmark", lambda args: measured.append(args) or [])
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--out", str(a_file / "results"), *FAST])
+    assert code == 2
+    assert "cannot write results to" in capsys.readouterr().err
+    assert measured == []  # nothing was measured first
