@@ -333,3 +333,23 @@ def test_atomic_write_gives_ordinary_permissions_and_keeps_old_file_on_error(tmp
         raise RuntimeError("crash while saving")
     assert target.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_a_server_that_never_answers_times_out_as_configured(fake_published_weights, isolated_cache, online, monkeypatch):
+    import socket
+
+    record, _ = fake_published_weights("resnet18", cached=False)
+    # A listening socket that never accepts: the connection is queued by the kernel, the request never answered.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        monkeypatch.setenv("RESNETZOO_WEIGHTS_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setenv("RESNETZOO_DOWNLOAD_TIMEOUT", "0.5")
+        started = time.monotonic()
+        with pytest.raises(WeightsUnavailableError, match="download failed .*timed out"):
+            resnetzoo.create("resnet18", pretrained=True)
+        assert time.monotonic() - started < 4
+    finally:
+        silent.close()
+    assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
