@@ -289,3 +289,48 @@ def test_triton_repository_refuses_a_file_with_a_fixed_batch_axis(model_and_onnx
     assert module.main([str(fixed), "--repository", str(tmp_path / "repo"), "--name", "x"]) == 2
     assert "batch axis is fixed at 1" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()
+
+
+def load_triton_module():
+    spec = importlib.util.spec_from_file_location("triton_repository", TRITON_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", ".", "..", 'fruit"\nbackend: "python', ""])
+def test_triton_repository_refuses_a_name_that_is_not_a_plain_folder_name(model_and_onnx, tmp_path, capsys, name):
+    repository = tmp_path / "deep" / "repo"
+    assert load_triton_module().main([str(model_and_onnx[1]), "--repository", str(repository), "--name", name]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: Invalid model name") and "letters, digits" in error
+    assert error.count("\n") == 1  # one line, no traceback
+    assert list(tmp_path.rglob("*")) == []  # nothing written, inside the repository or beside it
+
+
+def test_triton_repository_refuses_class_names_with_line_breaks(model_and_onnx, tmp_path, capsys):
+    proto = onnx.load(str(model_and_onnx[1]))
+    for prop in proto.metadata_props:
+        if prop.key == "class_names":
+            prop.value = json.dumps(["apple", "banana\ncherry", "cherry", "date"])
+    broken = tmp_path / "broken.onnx"
+    onnx.save_model(proto, str(broken))
+    assert load_triton_module().main([str(broken), "--repository", str(tmp_path / "repo"), "--name", "fruit"]) == 2
+    error = capsys.readouterr().err
+    assert "class name 1 ('banana\\ncherry') contains a line break" in error and "export again" in error
+    assert not (tmp_path / "repo").exists()
+
+
+def test_triton_repository_opens_one_onnxruntime_session(model_and_onnx, tmp_path, monkeypatch):
+    module = load_triton_module()
+    sessions = []
+    original = module.ort.InferenceSession
+
+    def counting_session(*args, **kwargs):
+        sessions.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module.ort, "InferenceSession", counting_session)
+    module.write_repository(model_and_onnx[1], tmp_path / "repo", "fruit")
+    assert len(sessions) == 1
+    assert (tmp_path / "repo" / "fruit" / "labels.txt").read_text().splitlines() == CLASS_NAMES
