@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data import BrokenImageError, load_image
+from .data import BrokenImageError, _to_rgb, load_image
 from .errors import ResnetzooError
 from .transforms import eval_transform
 
@@ -59,15 +59,23 @@ class Prediction:
         return None if self.true_label is None else self.label == self.true_label
 
 
-def load_model(model_or_run_dir: nn.Module | str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """A model in eval mode on ``device``: the given one, or the one saved in a run/saved folder (or ``hf-hub:``)."""
+def load_model(model_or_run_dir: nn.Module | str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
+    """A model in eval mode: the given one, or the one saved in a run/saved folder (or ``hf-hub:``).
+
+    Args:
+        device: where to put the model. ``None`` leaves a given model where it is (a CUDA model stays on
+            its GPU) and loads a folder on the CPU.
+    """
     if isinstance(model_or_run_dir, nn.Module):
         model = model_or_run_dir
     else:
         from .factory import create
 
         model = create(model_or_run_dir)
-    return model.to(device).eval()
+        device = "cpu" if device is None else device
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
 
 
 def _class_names(model: nn.Module) -> list[str]:
@@ -82,7 +90,7 @@ def predict(
     model_or_run_dir: nn.Module | str | os.PathLike,
     images: Sequence[str | os.PathLike | Image.Image],
     topk: int = 5,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     batch_size: int = 32,
     true_labels: Sequence[str | None] | None = None,
 ) -> list[Prediction]:
@@ -97,6 +105,7 @@ def predict(
         model_or_run_dir: a model with ``.config`` (from ``resnetzoo.create``) or a run/saved folder.
         images: file paths or PIL images.
         topk: how many classes to return per image (at most the number of classes).
+        device: where to run; ``None`` runs a given model where it is, and a folder's model on the CPU.
         true_labels: optional known labels, carried into the predictions (for the grid figure).
     """
     model = load_model(model_or_run_dir, device)
@@ -107,12 +116,13 @@ def predict(
         raise ValueError(f"topk must be >= 1, got {topk}.")
     names = _class_names(model)
     transform = eval_transform(config)
-    device = next(model.parameters()).device
+    # Images go to the model's device and dtype: a model saved in bf16/fp16 cannot take float32 input.
+    parameter = next(model.parameters())
     predictions: list[Prediction] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        pil_images = [item.convert("RGB") if isinstance(item, Image.Image) else load_image(item) for item in chunk]
-        batch = torch.stack([transform(image) for image in pil_images]).to(device)
+        pil_images = [_to_rgb(item) if isinstance(item, Image.Image) else load_image(item) for item in chunk]
+        batch = torch.stack([transform(image) for image in pil_images]).to(parameter.device, parameter.dtype)
         probabilities = model(batch).float().softmax(dim=1)
         values, indices = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
         for offset, (row_values, row_indices) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
@@ -140,7 +150,7 @@ def draw_prediction_grid(
 
     pictures, titles, colors = [], [], []
     for item, prediction in zip(images, predictions, strict=True):
-        pictures.append(item.convert("RGB") if isinstance(item, Image.Image) else load_image(item))
+        pictures.append(_to_rgb(item) if isinstance(item, Image.Image) else load_image(item))
         title = f"{prediction.label} ({prediction.probability:.0%})"
         if prediction.true_label is not None:
             title += f"\ntrue: {prediction.true_label}"

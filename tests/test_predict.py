@@ -13,6 +13,7 @@ import resnetzoo
 from resnetzoo import plots
 from resnetzoo.config import ModelConfig, build_model
 from resnetzoo.data import BrokenImageError, load_splits
+from resnetzoo.hub import save_pretrained
 from resnetzoo.predict import Prediction, draw_prediction_grid, main, predict
 from resnetzoo.train import Trainer
 from resnetzoo.transforms import eval_transform
@@ -168,3 +169,36 @@ def test_predict_help_says_what_model_accepts(capsys):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "run folder" in help_text and "hf-hub:org/name" in help_text and "RANDOM weights" in help_text
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_predict_runs_a_model_saved_in_half_precision(run, tmp_path, dtype):
+    model = resnetzoo.create(run / "run").to(dtype)
+    save_pretrained(model, tmp_path / "half")
+    files = sorted((run / "data").rglob("*.png"))[:2]
+    predictions = predict(tmp_path / "half", files, topk=1)  # float32 images used to meet half weights and fail
+    assert [len(p.labels) for p in predictions] == [1, 1]
+
+
+def test_predict_leaves_a_given_model_on_its_device_and_dtype(run):
+    model = resnetzoo.create(run / "run").to(torch.float64)
+    files = sorted((run / "data").rglob("*.png"))[:1]
+    moved = []
+    original = model.to
+    model.to = lambda *args, **kwargs: moved.append(args) or original(*args, **kwargs)
+    predict(model, files, topk=1)  # a CUDA model used to be moved to the CPU here
+    assert moved == []
+    assert next(model.parameters()).dtype == torch.float64
+    # A device passed explicitly still moves it, as asked.
+    predict(model, files, topk=1, device="cpu")
+    assert moved == [("cpu",)]
+
+
+def test_pil_images_are_converted_like_files(run, tmp_path):
+    # A 16-bit grey image: convert("RGB") clips it to white; the file path scales it onto 8 bits.
+    pixels = (np.arange(400, dtype=np.uint16).reshape(20, 20) * 100)
+    Image.fromarray(pixels).save(tmp_path / "grey16.png")
+    from_file = predict(run / "run", [tmp_path / "grey16.png"], topk=3)[0]
+    from_pil = predict(run / "run", [Image.open(tmp_path / "grey16.png")], topk=3)[0]
+    assert from_pil.indices == from_file.indices
+    np.testing.assert_allclose(from_pil.probabilities, from_file.probabilities, atol=1e-6)
