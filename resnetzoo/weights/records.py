@@ -16,8 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from torchvision.models import WeightsEnum, get_model_weights
-
 from ..errors import UnknownWeightsError, WeightsFileError
 from ..registry import get_variant
 
@@ -71,7 +69,15 @@ class WeightsRecord:
         }
 
 
-def _record(model_name: str, member: WeightsEnum) -> WeightsRecord:
+def _model_weights(model_name: str) -> Any:
+    """torchvision's weights enum for a model. Imported here, not at the top: torchvision takes about 1.5 s to
+    import, and `import resnetzoo` should not pay that before weights are asked for."""
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(model_name.lower())
+
+
+def _record(model_name: str, member: Any) -> WeightsRecord:
     meta = member.meta
     metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
     return WeightsRecord(
@@ -92,14 +98,14 @@ def _record(model_name: str, member: WeightsEnum) -> WeightsRecord:
 def weights_records(model_name: str) -> tuple[WeightsRecord, ...]:
     """Every published checkpoint for a registered model, in torchvision's order (V1 first)."""
     get_variant(model_name)  # unknown names raise with suggestions, not torchvision's bare error
-    enum_cls = get_model_weights(model_name.lower())
+    enum_cls = _model_weights(model_name)
     return tuple(_record(model_name.lower(), member) for member in enum_cls)
 
 
 def default_record(model_name: str) -> WeightsRecord:
     """torchvision's ``DEFAULT`` weights: IMAGENET1K_V2 where it exists, else V1."""
     get_variant(model_name)  # unknown names raise with suggestions, not torchvision's bare error
-    default_member = get_model_weights(model_name.lower()).DEFAULT
+    default_member = _model_weights(model_name).DEFAULT
     return next(r for r in weights_records(model_name) if r.tag == default_member.name)
 
 
@@ -114,6 +120,12 @@ def _record_for_tag(model_name: str, tag: str) -> WeightsRecord:
         if record.tag.upper() == wanted.upper():
             return record
     raise UnknownWeightsError(model_name, tag, [r.tag for r in weights_records(model_name)])
+
+
+def _is_weights_enum(value: Enum) -> bool:
+    from torchvision.models import WeightsEnum
+
+    return isinstance(value, WeightsEnum)
 
 
 def _looks_like_path(value: str) -> bool:
@@ -131,8 +143,8 @@ def resolve_pretrained(model_name: str, pretrained: Any) -> WeightsRecord | Path
         return None
     if pretrained is True:
         return default_record(model_name)
-    if isinstance(pretrained, Enum) and isinstance(pretrained, WeightsEnum):
-        expected_enum = get_model_weights(model_name.lower())
+    if isinstance(pretrained, Enum) and _is_weights_enum(pretrained):
+        expected_enum = _model_weights(model_name)
         if not isinstance(pretrained, expected_enum):
             raise UnknownWeightsError(
                 model_name, str(pretrained), [r.tag for r in weights_records(model_name)]
