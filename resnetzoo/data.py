@@ -286,7 +286,32 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("splits"), dict):
         raise SplitManifestError(f"{path} is not a resnetzoo split manifest (format {MANIFEST_FORMAT}).")
+    problem = _manifest_problem(data)
+    if problem:
+        raise SplitManifestError(
+            f"Split manifest {path} is malformed: {problem}. It was probably edited by hand; fix that entry, "
+            "or delete the file to split again (files may change split)."
+        )
     return data
+
+
+def _manifest_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a parsed manifest, or ``None``: a hand-edited file must fail here, clearly,
+    and not later with a bare TypeError or IndexError."""
+    for split, files in data["splits"].items():
+        if split not in SPLITS:
+            return f"'splits' has an unknown split {split!r} (expected {', '.join(SPLITS)})"
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            return f"'splits'/{split!r} must be a list of file paths (strings)"
+    checked = data.get("checked", {})
+    if not isinstance(checked, dict):
+        return "'checked' must be an object mapping file paths to [size, mtime_ns, reason or null]"
+    for relative, entry in checked.items():
+        if not (isinstance(entry, list) and len(entry) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in entry[:2])
+                and (entry[2] is None or isinstance(entry[2], str))):
+            return f"'checked'/{relative!r} must be [size, mtime_ns, reason or null], not {json.dumps(entry)[:80]}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -420,7 +445,7 @@ def load_splits(
                 "(manifest= in Python, --splits on the command line), or delete this one."
             )
         previous = {relative: split for split in SPLITS for relative in data["splits"].get(split, [])}
-        known = data.get("checked", {}) if isinstance(data.get("checked"), dict) else {}
+        known = data.get("checked", {})
 
     scan = scan_image_folder(root, known=known)
     assignment = _assign_splits(scan.samples, len(scan.classes), seed, val_fraction, test_fraction, previous)

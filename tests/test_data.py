@@ -118,6 +118,27 @@ def test_corrupt_manifest_is_an_error(tmp_path):
         load_splits(root, image_size=16)
 
 
+@pytest.mark.parametrize("edit", [
+    lambda m: m["splits"].__setitem__("train", 7),  # not a list: used to be a bare TypeError
+    lambda m: m["splits"]["train"].append(["a", "1.png"]),  # not a path: unhashable TypeError
+    lambda m: m["splits"].__setitem__("trian", []),  # a misspelt split would be silently ignored
+    lambda m: m["checked"].__setitem__(next(iter(m["checked"])), [1, 2]),  # too short: IndexError
+    lambda m: m["checked"].__setitem__(next(iter(m["checked"])), 5),  # not a list: TypeError
+    lambda m: m.__setitem__("checked", []),
+], ids=["split-not-a-list", "path-not-a-string", "unknown-split", "checked-too-short", "checked-not-a-list",
+        "checked-not-an-object"])
+def test_malformed_manifest_is_an_error_naming_the_file(tmp_path, edit):
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    load_splits(root, image_size=16)
+    path = root / data.MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(SplitManifestError, match="malformed") as raised:
+        load_splits(root, image_size=16)
+    assert str(path) in str(raised.value) and "delete the file" in str(raised.value)
+
+
 def test_hidden_files_and_folders_are_ignored(tmp_path):
     root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
     (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
