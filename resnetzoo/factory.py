@@ -9,6 +9,7 @@ from typing import Any
 
 from .config import ModelConfig, build_model, default_eval_transform
 from .errors import ModelSourceError
+from .hub import HF_HUB_PREFIX, load_pretrained
 from .model import ResNet
 from .registry import get_variant
 from .weights.adapt import fit_state_dict, strip_prefixes
@@ -20,7 +21,6 @@ __all__ = ["create"]
 logger = logging.getLogger(__name__)
 
 _ARCHITECTURE_OVERRIDES = {"zero_init_residual", "groups", "width_per_group", "num_layers", "block"}
-HF_HUB_PREFIX = "hf-hub:"
 
 
 def create(
@@ -52,9 +52,8 @@ def create(
     """
     name_str = os.fspath(name)
     if name_str.startswith(HF_HUB_PREFIX) or Path(name_str).is_dir():
-        from . import hub  # the folder format lives with the Hub code: they are the same files
-
-        return hub.load_pretrained(name_str, num_classes=num_classes, in_chans=in_chans, **overrides)
+        # The folder format lives with the Hub code: they are the same files.
+        return load_pretrained(name_str, num_classes=num_classes, in_chans=in_chans, **overrides)
     _refuse_missing_folder(name_str)
     if "revision" in overrides:
         raise TypeError("revision= applies only to 'hf-hub:' names.")
