@@ -148,7 +148,11 @@ class _ShardedEpochSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[tuple[int, int] | int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
-        order += order[: self.num_samples * self.world_size - self.size]  # equal steps on every rank
+        # Equal steps on every rank: repeat the order (as DistributedSampler does) rather than take a slice of it,
+        # which is too short when there are more than twice as many ranks as samples.
+        total = self.num_samples * self.world_size
+        if order:
+            order = (order * math.ceil(total / len(order)))[:total]
         for index in order[self.rank :: self.world_size]:
             yield (index, self.epoch) if self.with_epoch else index
 
@@ -167,10 +171,6 @@ class _ShardSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 class Trainer:

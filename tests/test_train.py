@@ -233,6 +233,17 @@ def test_gradient_accumulation_and_clipping_count_updates(splits):
     assert trainer.global_step == 2 * ((steps + 1) // 2)
 
 
+@pytest.mark.parametrize(("size", "world_size"), [(2, 5), (1, 4), (7, 3)])
+def test_every_rank_gets_the_same_number_of_samples_even_with_more_ranks_than_samples(size, world_size):
+    # A short rank would run fewer steps than the others and hang DDP's all-reduce.
+    from resnetzoo.train import _ShardedEpochSampler
+
+    shards = [list(_ShardedEpochSampler(size, rank, world_size, seed=0, with_epoch=False)) for rank in range(world_size)]
+    length = len(_ShardedEpochSampler(size, 0, world_size, seed=0))
+    assert [len(shard) for shard in shards] == [length] * world_size
+    assert set().union(*shards) == set(range(size))
+
+
 def test_clipping_bounds_the_update(splits):
     """With SGD without momentum, one update moves the weights by at most lr * max_norm."""
     model = tiny_model()
