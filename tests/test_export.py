@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 import resnetzoo
+import resnetzoo.export as export_package
 from resnetzoo.config import ModelConfig, build_model
 from resnetzoo.export import (
     MANIFEST_NAME,
@@ -240,6 +242,31 @@ def test_a_file_broken_after_export_fails_the_gate_and_the_last_good_export_surv
     failed = next(r for r in caught.value.results if not r.passed)
     assert failed.measured > 1e-4 and failed.limit == "<= 1e-04"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, no temporary left
+
+
+def test_a_manifest_that_cannot_be_written_leaves_the_previous_export_intact(exported, tmp_path, monkeypatch):
+    _, good, _ = exported
+    out = tmp_path / "out"
+    shutil.copytree(good, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    original = export_package._manifest
+
+    def unserialisable_manifest(*args, **kwargs):
+        return {**original(*args, **kwargs), "broken": object()}  # json.dumps fails, as a full disk would
+
+    monkeypatch.setattr(export_package, "_manifest", unserialisable_manifest)
+    with pytest.raises(TypeError):
+        export_model(tiny_model(seed=1), out, formats=["onnx", "torchscript"], progress=False)
+    # Different weights, so a model file renamed before the manifest failed would show up here.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, no temporary left
+
+
+def test_exported_files_and_manifest_get_the_permissions_open_would_give(exported):
+    _, out, _ = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
 
 
 @pytest.mark.parametrize("kind, name", [("onnx", "model.onnx"), ("torchscript", "model.torchscript.pt"),

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._io import atomic_write, fsync_dir
+from .._io import fsync_dir
 from ..config import ModelConfig
 from ..errors import ResnetzooError
 from .metadata import EXPORT_FORMAT, export_metadata
@@ -107,6 +107,7 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None,
                  progress: bool = True) -> tuple[torch.nn.Module, str, bool]:
     """The model, a description of where it came from, and whether that was a registered name."""
     from ..factory import create
+    from ..hub import HF_HUB_PREFIX
 
     if isinstance(source, torch.nn.Module):
         if pretrained not in (False, None) or num_classes is not None:
@@ -124,7 +125,7 @@ def _load_source(source: Any, pretrained: Any, num_classes: int | None,
             )
         return source, f"{type(source).__name__} object", False
     text = os.fspath(source)
-    if text.startswith("hf-hub:"):  # a saved folder on the Hugging Face Hub
+    if text.startswith(HF_HUB_PREFIX):  # a saved folder on the Hugging Face Hub
         if pretrained not in (False, None):
             raise ExportError(f"{text} already holds its weights; drop --pretrained.")
         return create(text, num_classes=num_classes), text, False
@@ -215,12 +216,6 @@ def _remove(paths: Any) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _versions() -> dict[str, str]:
@@ -359,14 +354,17 @@ def export_model(
             raise ExportVerificationError(out_dir, results)
         manifest = _manifest(source_text, kinds, fp16, metadata, details, temporary, results, verify,
                              int(inputs.shape[0]), tolerance, min_agreement, input_set)
+        # Every file, the manifest included, is complete and on disk under its temporary name before the first
+        # rename: a failure up to here leaves the previous export untouched. The manifest is renamed last, so it
+        # never lists files that are not in place yet.
+        temporary["manifest"] = out_dir / f".part-{uuid.uuid4().hex[:8]}-{MANIFEST_NAME}"
+        temporary["manifest"].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in temporary.values():
+            _fsync_file(path)  # the bytes reach the disk before the name does: no empty file after a crash
         for kind in kinds:
-            _fsync_file(temporary[kind])  # the bytes reach the disk before the name does: no empty file after a crash
             os.replace(temporary[kind], out_dir / file_name(kind, fp16))
+        os.replace(temporary["manifest"], out_dir / MANIFEST_NAME)
         fsync_dir(out_dir)
-        with atomic_write(out_dir / MANIFEST_NAME, "w") as handle:
-            handle.write(json.dumps(manifest, indent=2) + "\n")
-            # atomic_write's temporary file is private (0600); the manifest ships with the models.
-            os.chmod(handle.fileno(), 0o666 & ~_umask())
     except BaseException:
         _remove(temporary.values())
         if created_out_dir:
