@@ -30,7 +30,7 @@ from .config import FORMAT, ConfigError, ModelConfig, build_model
 from .errors import ResnetzooError, WeightsFileError, WeightsUnavailableError
 from .model import ResNet
 from .weights.adapt import fit_state_dict
-from .weights.files import OFFLINE_ENV
+from .weights.files import is_offline
 from .weights.safe import load_safetensors, read_safetensors_header
 
 __all__ = [
@@ -323,9 +323,8 @@ def _hub_offline() -> bool:
 
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it again here honours a change
     # made later in the process (a notebook cell), and RESNETZOO_OFFLINE covers every download we make.
-    truthy = {"1", "true", "yes", "on"}
-    from_env = any(os.environ.get(name, "").strip().lower() in truthy for name in ("HF_HUB_OFFLINE", OFFLINE_ENV))
-    return constants.HF_HUB_OFFLINE or from_env
+    hf_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return constants.HF_HUB_OFFLINE or hf_offline or is_offline()
 
 
 def _download_from_hub(repo_id: str, revision: str | None) -> tuple[Path, Path]:
@@ -423,17 +422,8 @@ def load_pretrained(
         raise WeightsFileError(weights_path, "missing.", f"A saved folder holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
     # Compare shapes from the header before reading any tensor or building the model: a config that
     # claims a huge architecture next to a small file fails here, without allocating for it.
-    header = read_safetensors_header(weights_path)
-    mismatch = _shape_mismatch(config, header)
-    if mismatch:
-        fix = "The two files come from different models; copy both from the same save."
-        embedded = _embedded_config(header, weights_path)
-        if embedded is not None and not _shape_mismatch(embedded, header) and not source.startswith(HF_HUB_PREFIX):
-            # Typical after a save interrupted between its two renames (new weights, old config). We do
-            # not pick a side silently: a config.json may also have been edited or swapped on purpose.
-            fix = (f"The weights file carries the config it was saved with: if a save was interrupted, delete "
-                   f"{weights_path.parent / CONFIG_NAME} and load again to use that copy, or re-save the model.")
-        raise WeightsFileError(weights_path, f"does not match {CONFIG_NAME} beside it ({mismatch}).", fix)
+    _check_shapes(config, read_safetensors_header(weights_path), weights_path,
+                  local_folder=not source.startswith(HF_HUB_PREFIX))
     state_dict = load_safetensors(weights_path)
 
     saved_shape = (config.num_classes, config.in_chans)
@@ -477,13 +467,19 @@ def _shape_mismatch(config: ModelConfig, header: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def _check_shapes(config: ModelConfig, header: dict[str, Any], path: Path) -> None:
+def _check_shapes(config: ModelConfig, header: dict[str, Any], weights_path: Path, local_folder: bool = True) -> None:
+    """Refuse weights whose tensors differ from what ``config`` builds, from the header alone (no tensor read)."""
     mismatch = _shape_mismatch(config, header)
-    if mismatch:
-        raise WeightsFileError(
-            path, f"does not match {CONFIG_NAME} beside it ({mismatch}).",
-            "The two files come from different models; copy both from the same save.",
-        )
+    if not mismatch:
+        return
+    fix = "The two files come from different models; copy both from the same save."
+    embedded = _embedded_config(header, weights_path) if local_folder else None
+    if embedded is not None and not _shape_mismatch(embedded, header):
+        # Typical after a save interrupted between its two renames (new weights, old config). We do
+        # not pick a side silently: a config.json may also have been edited or swapped on purpose.
+        fix = (f"The weights file carries the config it was saved with: if a save was interrupted, delete "
+               f"{weights_path.parent / CONFIG_NAME} and load again to use that copy, or re-save the model.")
+    raise WeightsFileError(weights_path, f"does not match {CONFIG_NAME} beside it ({mismatch}).", fix)
 
 
 def _load_strict(model: ResNet, state_dict: dict[str, torch.Tensor], path: Path, assign: bool = False) -> None:

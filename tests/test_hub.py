@@ -520,6 +520,13 @@ def test_offline_with_an_empty_cache_gives_our_clear_error(fake_hub, monkeypatch
     assert fake_hub.requests == []
 
 
+def test_resnetzoo_offline_alone_keeps_hub_loads_off_the_network(fake_hub, monkeypatch):
+    monkeypatch.setenv("RESNETZOO_OFFLINE", "yes")  # HF_HUB_OFFLINE stays off
+    with pytest.raises(WeightsUnavailableError, match="offline mode is on"):
+        resnetzoo.create("hf-hub:org/tiny")
+    assert fake_hub.requests == []
+
+
 def test_hf_hub_offline_set_after_import_is_honoured(fake_hub, monkeypatch):
     from huggingface_hub import constants
 
