@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +238,7 @@ class Trainer:
 
         self.epoch = 0  # completed epochs
         self.global_step = 0  # optimizer updates
+        self._placeholder: tuple[torch.Tensor, torch.Tensor] | None = None  # see _placeholder_batch
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"acc1": None, "epoch": None, "metrics": None}
         self.epochs_without_improvement = 0
@@ -436,25 +438,31 @@ class Trainer:
         start = last_refresh = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         previous = None
+        pending = False  # gradients accumulated since the last update
         for step, (images, labels, num_broken) in enumerate(self.train_loader):
             skipped += num_broken
             empty = labels.numel() == 0  # every image of the batch failed to load
+            update = (step + 1) % accumulate == 0 or step + 1 == steps
+            if empty and self._ddp is None:
+                # Nothing to learn from, but the schedule must still advance: the number of optimizer and
+                # scheduler steps never depends on which files broke.
+                if update:
+                    self._update(apply=pending)
+                    pending = False
+                bar.update(1)
+                continue
             if empty:
-                if self._ddp is None or previous is None:
-                    bar.update(1)
-                    continue
                 # Under DDP every process must run every backward (gradients are all-reduced there): repeat the
-                # previous batch with a zero loss weight instead of skipping the step.
-                images, labels = previous
+                # previous batch with a zero loss weight; before the first one, a batch made from a readable image.
+                images, labels = previous if previous is not None else self._placeholder_batch(memory_format)
             else:
                 images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
                 labels = labels.to(self.device, non_blocking=True)
                 if self._ddp is not None:
                     previous = (images, labels)
             targets = labels
-            if self.mix is not None:
+            if self.mix is not None and not empty:
                 images, targets = self.mix(images, labels)
-            update = (step + 1) % accumulate == 0 or step + 1 == steps
             # Between updates, DDP need not all-reduce gradients: they are only summed locally.
             sync = contextlib.nullcontext() if (update or self._ddp is None) else self._ddp.no_sync()
             with sync:
@@ -462,17 +470,10 @@ class Trainer:
                     logits = model(images)
                     loss = self.criterion(logits, targets)
                 self.scaler.scale(loss * 0.0 if empty else loss / accumulate).backward()
+            pending = True
             if update:
-                if recipe.clip_grad_norm is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                self.global_step += 1
-                if self.ema is not None:
-                    self.ema.update_parameters(self.model)
+                self._update(apply=True)
+                pending = False
             bar.update(1)
             if empty:
                 continue
@@ -502,6 +503,41 @@ class Trainer:
         count = max(count, 1.0)
         return {"loss": loss_total / count, "acc1": correct_total / count, "lr": self.optimizer.param_groups[0]["lr"],
                 "images_per_s": count / max(elapsed, 1e-9), "time_s": elapsed}
+
+    def _update(self, apply: bool) -> None:
+        """One optimizer update (``apply=False``: nothing was accumulated, so only the schedule advances)."""
+        if apply:
+            if self.recipe.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            # Advancing the schedule without an optimizer step is intended here (torch warns when it comes first).
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
+        self.global_step += 1
+        if apply and self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def _placeholder_batch(self, memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two copies of the first readable training image, for a rank whose first batch failed to load.
+
+        A real image, not zeros: its forward pass updates BatchNorm statistics. Two, because BatchNorm refuses
+        one value per channel in training mode.
+        """
+        if self._placeholder is None:
+            dataset = self.datasets["train"]
+            with torch.random.fork_rng(devices=[]):  # leave the augmentation and mixup draws as they were
+                item = next((item for item in map(dataset.__getitem__, range(len(dataset))) if item is not None), None)
+            if item is None:
+                raise TrainError("No training image can be read (their errors are logged above). "
+                                 "Check the dataset folder, then run the training again.")
+            image, label = item
+            images = torch.stack([image, image]).to(self.device).contiguous(memory_format=memory_format)
+            self._placeholder = (images, torch.full((2,), int(label), dtype=torch.long, device=self.device))
+        return self._placeholder
 
     # -- evaluation ----------------------------------------------------------------------------------
 

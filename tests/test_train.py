@@ -244,6 +244,41 @@ def test_every_rank_gets_the_same_number_of_samples_even_with_more_ranks_than_sa
     assert set().union(*shards) == set(range(size))
 
 
+class FirstItemsBroken(TensorImages):
+    """The first ``broken`` items read are unreadable (``None``), whatever their index: the first batch fails."""
+
+    def __init__(self, *args, broken):
+        super().__init__(*args)
+        self.broken = broken
+
+    def __getitem__(self, index):
+        if self.broken > 0:
+            self.broken -= 1
+            return None
+        return super().__getitem__(index)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_first_batch_of_broken_images_still_advances_the_schedule(accumulate):
+    torch.manual_seed(0)
+    data = FirstItemsBroken(torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), ["a", "b", "c"], broken=2)
+    trainer = Trainer({"train": data}, tiny_model(), epochs=1, batch_size=2, grad_accum_steps=accumulate, lr=1e-3,
+                      **FAST)
+    trainer.train()
+    assert data.broken == 0  # the first batch did fail
+    assert trainer.global_step == trainer.scheduler.last_epoch == 4 // accumulate
+
+
+def test_placeholder_batch_is_the_first_readable_image_twice_and_draws_no_random_numbers():
+    images = torch.randn(3, 3, 16, 16)
+    data = FirstItemsBroken(images, torch.tensor([0, 1, 2]), ["a", "b", "c"], broken=1)
+    trainer = Trainer({"train": data}, tiny_model(), epochs=1, batch_size=2, **FAST)
+    state = torch.get_rng_state()
+    placeholder_images, placeholder_labels = trainer._placeholder_batch(torch.contiguous_format)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(placeholder_images, images[[1, 1]]) and placeholder_labels.tolist() == [1, 1]
+
+
 def test_clipping_bounds_the_update(splits):
     """With SGD without momentum, one update moves the weights by at most lr * max_norm."""
     model = tiny_model()
