@@ -128,6 +128,19 @@ class TrainConfig:
 _RESUME_FREE = {"num_workers", "progress", "eval_batch_size"}
 
 
+def _native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes bf16 in hardware (compute capability 8.0+).
+
+    Plain ``torch.cuda.is_bf16_supported()`` also counts emulation, and asks about the current device rather
+    than this one: on a V100 or T4 emulated bf16 is much slower than fp16 with a GradScaler.
+    """
+    with torch.cuda.device(device):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # an older torch without including_emulation
+            return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 class _ShardedEpochSampler(torch.utils.data.Sampler):
     """Yields ``(index, epoch)`` for this rank: a permutation seeded by ``(seed, epoch)``, padded and sharded.
 
@@ -264,7 +277,7 @@ class Trainer:
         amp = self.recipe.amp
         if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
             return None
-        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        if amp == "bf16" or (amp == "auto" and _native_bf16(self.device)):
             return torch.bfloat16
         if self.device.type != "cuda":
             raise TrainError("amp='fp16' needs a CUDA device; use amp='bf16' or 'off' on the CPU.")
@@ -492,6 +505,8 @@ class Trainer:
                             lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{seen * self.context.world_size / (time.perf_counter() - start):.0f}")
         bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: the last steps may still be queued
         elapsed = time.perf_counter() - start
         totals = distributed.all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
                                                          torch.tensor(float(seen), device=self.device, dtype=torch.float64),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -354,6 +355,45 @@ def test_cuda_training_uses_mixed_precision_and_channels_last(splits, tmp_path):
     best = trainer.best_state_dict()
     assert all(torch.equal(rebuilt.state_dict()[k], best[k].cpu()) for k in best)
     assert rebuilt.config.extra["training"]["amp_dtype"] in ("bfloat16", "float16")
+
+
+@pytest.mark.gpu
+def test_cuda_epoch_time_waits_for_the_gpu(splits, monkeypatch):
+    synchronized = []
+    original = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronized.append(device) or original(device))
+    trainer = Trainer(splits, tiny_model(), device="cuda", epochs=1, batch_size=4, lr=1e-3, num_workers=0, progress=False)
+    trainer.train()
+    assert trainer.device in synchronized
+
+
+def _fake_cuda(monkeypatch, capability, has_kwarg=True):
+    """A CUDA device of ``capability`` that emulates bf16 below 8.0; returns the devices made current."""
+    current = []
+
+    @contextlib.contextmanager
+    def device(index):
+        current.append(index)
+        yield
+
+    def supported(including_emulation=True):
+        return including_emulation or capability >= (8, 0)
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported if has_kwarg else lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    return current
+
+
+@pytest.mark.parametrize("has_kwarg", [True, False], ids=["torch-with-including_emulation", "older-torch"])
+@pytest.mark.parametrize(("capability", "expected"), [((7, 0), torch.float16), ((8, 0), torch.bfloat16)])
+def test_amp_auto_picks_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, capability, expected, has_kwarg):
+    from types import SimpleNamespace
+
+    current = _fake_cuda(monkeypatch, capability, has_kwarg)
+    fake = SimpleNamespace(recipe=SimpleNamespace(amp="auto"), device=torch.device("cuda", 1))
+    assert Trainer._amp_dtype(fake) == expected  # a V100 (7.0) emulates bf16 slowly: fp16 with a GradScaler
+    assert current == [torch.device("cuda", 1)]  # asked about the trainer's device, not the current one
 
 
 def test_images_that_break_during_training_are_skipped_and_counted(splits, caplog):
