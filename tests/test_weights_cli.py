@@ -116,6 +116,23 @@ def test_download_to_a_bundle_writes_a_manifest_sha256sum_accepts(capsys, fake_p
         assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_file_downloaded_into_a_bundle_is_hashed_once_while_downloading(capsys, fake_published_weights, mirror,
+                                                                          tmp_path, monkeypatch):
+    record, payload = fake_published_weights("resnet18", cached=False)
+    mirror[record.filename] = payload
+    bundle = tmp_path / "bundle"
+    opened: list[Path] = []
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(Path(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", recording_open, raising=False)  # what sha256_file reads the file with
+    assert run(capsys, "download", "resnet18", "--to", str(bundle), "--no-progress")[0] == 0
+    assert (bundle / cli.MANIFEST_NAME).read_text() == f"{sha256(payload)}  {record.filename}\n"
+    assert bundle / record.filename not in opened
+
+
 def test_download_to_a_bundle_reuses_the_verified_cache_and_keeps_earlier_entries(capsys, fake_published_weights,
                                                                                  tmp_path, monkeypatch):
     first, first_payload = fake_published_weights("resnet18")

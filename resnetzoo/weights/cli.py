@@ -218,6 +218,7 @@ def cmd_download(specs: Sequence[str], everything: bool = False, to: Path | None
                     f"network or {files.MIRROR_ENV}; files already in {to} are kept and listed in {MANIFEST_NAME}."
                 ) from None
             how = "downloaded"
+        # Memoized: a file just checked or downloaded (download_url records its digest) is not read again.
         manifest[record.filename] = files.sha256_file(destination)
         # After every file: an interrupted --all still leaves a bundle whose manifest lists what it holds.
         write_manifest(to / MANIFEST_NAME, manifest)

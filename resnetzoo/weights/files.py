@@ -120,6 +120,8 @@ def download_url(url: str, destination: Path, sha256_prefix: str | None = None, 
             raise WeightsHashMismatchError(
                 url, sha256_prefix, actual, "The server sent a different file; nothing was saved. Check the mirror or retry."
             )
+    stat = destination.stat()  # remember the digest just computed: sha256_file need not read the file again
+    _digests[(str(destination.resolve()), stat.st_size, stat.st_mtime_ns)] = actual
     return destination
 
 
