@@ -36,8 +36,25 @@ class CheckpointError(ResnetzooError, ValueError):
     """A training checkpoint that is missing, corrupt, or from another run."""
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Every random generator a training step may draw from, as tensors and plain values."""
+def _cuda_device(device: str | torch.device | None) -> torch.device | None:
+    """The CUDA device whose generator a process draws from, or ``None`` when it uses none."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    if device is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def capture_rng_state(device: str | torch.device | None = None) -> dict[str, Any]:
+    """Every random generator a training step may draw from, as tensors and plain values.
+
+    Args:
+        device: the device this process trains on; of the GPUs, only its generator is saved (under DDP each
+            rank saves and restores its own GPU, not every GPU of the machine). ``None``: the current CUDA device.
+    """
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),  # (version, tuple of ints, None): plain values
@@ -46,26 +63,32 @@ def capture_rng_state() -> dict[str, Any]:
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    cuda_device = _cuda_device(device)
+    if cuda_device is not None:
+        state["cuda_device"] = torch.cuda.get_rng_state(cuda_device)
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put every generator back where :func:`capture_rng_state` found it."""
+def restore_rng_state(state: dict[str, Any], device: str | torch.device | None = None) -> None:
+    """Put every generator back where :func:`capture_rng_state` found it (``device`` as given there)."""
     version, words, gauss = state["python"]
     random.setstate((version, tuple(words), gauss))
     numpy_state = state["numpy"]
     np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    cuda_device = _cuda_device(device) if torch.cuda.is_available() else None
+    if cuda_device is None:
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], cuda_device)
+    elif "cuda" in state:  # older checkpoints hold every GPU's state: take this device's own
         cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+        if cuda_device.index < len(cuda_states):
+            torch.cuda.set_rng_state(cuda_states[cuda_device.index], cuda_device)
         else:
-            logger.warning("Checkpoint has RNG states for %d CUDA devices, this machine has %d; CUDA RNG not restored.",
-                           len(cuda_states), torch.cuda.device_count())
+            logger.warning("Checkpoint has RNG states for %d CUDA devices, none for %s; its CUDA RNG was not restored.",
+                           len(cuda_states), cuda_device)
 
 
 def _remove_stale_parts(path: Path) -> None:

@@ -656,7 +656,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": distributed.all_gather_object(capture_rng_state()),  # one per rank: each restores its own
+            "rng": distributed.all_gather_object(capture_rng_state(self.device)),  # one per rank: each restores its own
             "history": self.history,
             "best": {"acc1": self.best["acc1"], "epoch": self.best["epoch"], "metrics": self.best["metrics"]},
             "epochs_without_improvement": self.epochs_without_improvement,
@@ -719,7 +719,7 @@ class Trainer:
         if len(rng_states) != self.context.world_size:
             logger.warning("Checkpoint was written by %d processes, resuming with %d: random draws will differ.",
                            len(rng_states), self.context.world_size)
-        restore_rng_state(rng_states[min(self.context.rank, len(rng_states) - 1)])
+        restore_rng_state(rng_states[min(self.context.rank, len(rng_states) - 1)], self.device)
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])

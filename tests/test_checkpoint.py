@@ -31,6 +31,38 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
 
 
+@pytest.fixture
+def four_fake_gpus(monkeypatch):
+    """Four GPUs whose generators are recorded; reading or writing all of them at once fails the test."""
+    calls = []
+
+    def refuse(*args):
+        raise AssertionError("touched the RNG of every GPU")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: calls.append(("get", device)) or torch.tensor([device.index]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(("set", int(state), device)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", refuse)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", refuse)
+    return calls
+
+
+def test_each_rank_saves_and_restores_only_its_own_gpu_rng(four_fake_gpus):
+    rank_device = torch.device("cuda", 2)
+    state = capture_rng_state(rank_device)
+    restore_rng_state(state, rank_device)
+    assert four_fake_gpus == [("get", rank_device), ("set", 2, rank_device)]
+
+
+def test_an_older_checkpoint_with_every_gpu_restores_this_device_only(four_fake_gpus):
+    state = {**capture_rng_state("cpu"), "cuda": [torch.tensor([10 + i]) for i in range(4)]}
+    restore_rng_state(state, "cuda:3")
+    assert four_fake_gpus == [("set", 13, torch.device("cuda", 3))]
+
+
 def test_state_round_trips(tmp_path):
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
