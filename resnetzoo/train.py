@@ -89,7 +89,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     freeze_epochs: int = 0  # train only the head for this many epochs (linear probe), then everything
-    early_stopping_patience: int | None = None  # stop after this many epochs without a better val acc@1
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better val acc@1 (train loss without val)
     seed: int = 0
     eval_batch_size: int | None = None  # default: 2 x batch_size
     progress: bool = True
@@ -188,7 +188,8 @@ class _ShardSampler(torch.utils.data.Sampler):
 
 
 class Trainer:
-    """Fine-tunes a classifier on ``datasets["train"]``, selecting the best epoch by ``datasets["val"]`` acc@1.
+    """Fine-tunes a classifier on ``datasets["train"]``, selecting the best epoch by ``datasets["val"]`` acc@1
+    (by the lowest training loss when there is no val split).
 
     Args:
         datasets: ``{"train": ..., "val": ..., "test": ...}`` as from ``resnetzoo.data.load_splits``;
@@ -253,7 +254,8 @@ class Trainer:
         self.global_step = 0  # optimizer updates
         self._placeholder: tuple[torch.Tensor, torch.Tensor] | None = None  # see _placeholder_batch
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"acc1": None, "epoch": None, "metrics": None}
+        # score: what selects the best epoch (val acc@1, or minus the train loss without a val split)
+        self.best: dict[str, Any] = {"acc1": None, "epoch": None, "metrics": None, "score": None, "selected_by": None}
         self.epochs_without_improvement = 0
         self.test_metrics: dict[str, float] | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -411,9 +413,13 @@ class Trainer:
             self.history.append(row)
             self.epoch = epoch + 1
 
+            # Without a val split the best epoch is the one of lowest training loss; "acc1" then stays None
+            # so that nothing reports a loss as an accuracy.
             score = val_metrics["acc1"] if val_metrics is not None else -train_metrics["loss"]
-            if self.best["acc1"] is None or score > self.best["acc1"]:
-                self.best = {"acc1": score, "epoch": epoch + 1, "metrics": val_metrics}
+            if self.best["score"] is None or score > self.best["score"]:
+                self.best = {"acc1": val_metrics["acc1"] if val_metrics is not None else None, "epoch": epoch + 1,
+                             "metrics": val_metrics, "score": score,
+                             "selected_by": "val acc@1" if val_metrics is not None else "train loss"}
                 self.epochs_without_improvement = 0
                 self._keep_best()
             else:
@@ -425,8 +431,8 @@ class Trainer:
             if self.out_dir is not None:
                 self._save_state(stopped_early)
             if stopped_early:
-                logger.info("Early stopping: no better validation acc@1 for %d epochs (best: epoch %d).",
-                            patience, self.best["epoch"])
+                logger.info("Early stopping: no better %s for %d epochs (best: epoch %d).",
+                            self.best["selected_by"], patience, self.best["epoch"])
                 break
         self._finish()
         distributed.barrier()
@@ -624,7 +630,8 @@ class Trainer:
             "training": {**dataclasses.asdict(self.recipe), "epochs_run": self.epoch, "world_size": self.context.world_size,
                          "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
                          "base_weights": config.base_weights, "base_weights_sha256": config.base_weights_sha256},
-            "metrics": {"best_epoch": self.best["epoch"], "val": self.best["metrics"], "test": self.test_metrics},
+            "metrics": {"best_epoch": self.best["epoch"], "best_selected_by": self.best["selected_by"],
+                        "val": self.best["metrics"], "test": self.test_metrics},
             "data": {"root": str(getattr(train, "root", "")), "num_classes": self.num_classes,
                      "split_sizes": {split: len(d) for split, d in self.datasets.items() if d is not None},
                      "split_manifest": SPLITS_JSON if getattr(train, "manifest_path", None) else None},
@@ -658,7 +665,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": distributed.all_gather_object(capture_rng_state(self.device)),  # one per rank: each restores its own
             "history": self.history,
-            "best": {"acc1": self.best["acc1"], "epoch": self.best["epoch"], "metrics": self.best["metrics"]},
+            "best": dict(self.best),
             "epochs_without_improvement": self.epochs_without_improvement,
             "recipe": dataclasses.asdict(self.recipe),
             "config": self.model.config.to_dict() if getattr(self.model, "config", None) is not None else None,
@@ -724,6 +731,11 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
         self.best = dict(state["best"])
+        if "score" not in self.best:  # older checkpoints kept minus the train loss in "acc1" when there was no val split
+            self.best["score"] = self.best["acc1"]
+            self.best["selected_by"] = "val acc@1" if self.best["metrics"] is not None else "train loss"
+            if self.best["metrics"] is None:
+                self.best["acc1"] = None
         self.epochs_without_improvement = int(state["epochs_without_improvement"])
         if state.get("config") is not None and getattr(self.model, "config", None) is not None:
             from .config import ModelConfig
@@ -734,7 +746,7 @@ class Trainer:
         logger.info("Resumed %s at epoch %d (step %d).", path.parent, self.epoch, self.global_step)
 
     def best_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """The weights of the best epoch (by val acc@1), from memory or the run folder."""
+        """The weights of the best epoch (by val acc@1, or train loss without a val split), from memory or the run folder."""
         if self._best_state is None and self.out_dir is not None and (self.out_dir / "model.safetensors").is_file():
             from .weights.safe import load_safetensors
 

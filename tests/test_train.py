@@ -227,6 +227,19 @@ def test_early_stopping_ends_a_run_that_stopped_improving(splits, tmp_path):
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["stopped_early"] is True
 
 
+def test_without_a_val_split_the_best_epoch_is_reported_by_train_loss_not_as_an_accuracy(splits, caplog):
+    trainer = Trainer({"train": splits["train"]}, tiny_model(), epochs=4, early_stopping_patience=1, batch_size=4,
+                      lr=1e-3, **FAST)
+    losses = iter([1.0, 0.5, 0.7, 0.1])
+    train_one_epoch = trainer._train_one_epoch
+    trainer._train_one_epoch = lambda epoch, frozen: {**train_one_epoch(epoch, frozen), "loss": next(losses)}
+    with caplog.at_level("INFO", logger="resnetzoo.train"):
+        trainer.train()
+    assert trainer.best["acc1"] is None and trainer.best["epoch"] == 2  # not minus the loss, named acc1
+    assert trainer.best["selected_by"] == "train loss"
+    assert "no better train loss for 1 epochs" in caplog.text and "validation" not in caplog.text
+
+
 def test_gradient_accumulation_and_clipping_count_updates(splits):
     trainer = Trainer(splits, tiny_model(), epochs=2, batch_size=2, grad_accum_steps=2, clip_grad_norm=0.5, lr=1e-3, **FAST)
     trainer.train()
