@@ -293,6 +293,28 @@ def test_placeholder_batch_is_the_first_readable_image_twice_and_draws_no_random
     assert torch.equal(placeholder_images, images[[1, 1]]) and placeholder_labels.tolist() == [1, 1]
 
 
+def test_two_accumulated_batches_of_two_update_like_one_batch_of_four():
+    """The loss of each micro-batch is divided by grad_accum_steps, so the update is that of the whole batch."""
+    torch.manual_seed(0)
+    data = TensorImages(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
+    initial = tiny_model().state_dict()
+    updated = []
+    for batch_size, accumulate in [(4, 1), (2, 2)]:
+        model = tiny_model()
+        trainer = Trainer({"train": data}, model, epochs=1, batch_size=batch_size, grad_accum_steps=accumulate, lr=0.1,
+                          optimizer="sgd", momentum=0.0, weight_decay=0.0, label_smoothing=0.0, scheduler="constant",
+                          **FAST)
+        # BatchNorm in eval mode: its batch statistics would otherwise differ between batches of 2 and of 4.
+        trainer._train_mode = lambda frozen, model=model: model.eval()
+        trainer.train()
+        assert trainer.global_step == 1
+        updated.append(model.state_dict())
+    whole, accumulated = updated
+    assert any((whole[k] - initial[k]).abs().max() > 1e-3 for k in whole)  # the update is not negligible
+    for key in whole:
+        torch.testing.assert_close(accumulated[key], whole[key], atol=1e-6, rtol=0, msg=key)
+
+
 def test_clipping_bounds_the_update(splits):
     """With SGD without momentum, one update moves the weights by at most lr * max_norm."""
     model = tiny_model()
