@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import resnetzoo
-from resnetzoo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from resnetzoo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from resnetzoo.config import ModelConfig, build_model
 from resnetzoo.data import load_splits
 from resnetzoo.train import Trainer, TrainError, main
@@ -238,6 +238,16 @@ def test_without_a_val_split_the_best_epoch_is_reported_by_train_loss_not_as_an_
     assert trainer.best["acc1"] is None and trainer.best["epoch"] == 2  # not minus the loss, named acc1
     assert trainer.best["selected_by"] == "train loss"
     assert "no better train loss for 1 epochs" in caplog.text and "validation" not in caplog.text
+
+
+def test_resuming_an_older_checkpoint_without_val_moves_the_train_loss_out_of_acc1(splits, tmp_path):
+    options = dict(epochs=1, batch_size=4, lr=1e-3, **FAST)
+    Trainer({"train": splits["train"]}, tiny_model(), out_dir=tmp_path / "run", **options).train()
+    state = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    state["best"] = {"acc1": -0.75, "epoch": 1, "metrics": None}  # as written before best["score"] existed
+    save_checkpoint(tmp_path / "run" / CHECKPOINT_NAME, {k: v for k, v in state.items() if k != "format"})
+    trainer = Trainer({"train": splits["train"]}, tiny_model(), out_dir=tmp_path / "run", resume=True, **options)
+    assert trainer.best == {"acc1": None, "epoch": 1, "metrics": None, "score": -0.75, "selected_by": "train loss"}
 
 
 def test_gradient_accumulation_and_clipping_count_updates(splits):
