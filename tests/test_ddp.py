@@ -8,10 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from images import write_color_classes
 
 import resnetzoo
 from resnetzoo.config import ModelConfig, build_model
@@ -65,14 +64,7 @@ distributed.cleanup()
 
 
 def make_folder(root, per_class=10):
-    rng = np.random.default_rng(0)
-    for label in range(3):
-        for i in range(per_class):
-            pixels = rng.integers(0, 90, (20, 20, 3)).astype(np.uint8)
-            pixels[..., label] += 150
-            (root / f"class_{label}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(root / f"class_{label}" / f"{i:02d}.png")
-    return root
+    return write_color_classes(root, [f"class_{label}" for label in range(3)], per_class=per_class)
 
 
 def torchrun(*args, cwd, timeout=240):

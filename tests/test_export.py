@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from images import write_color_classes
 
 import resnetzoo
 import resnetzoo.export as export_package
@@ -411,18 +412,10 @@ def test_onnx_gate_also_runs_onnxruntime_cuda_when_a_gpu_is_present(tmp_path):
 
 
 def test_export_from_a_training_run_folder(tmp_path):
-    from PIL import Image
-
     from resnetzoo.data import load_splits
     from resnetzoo.train import Trainer
 
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["red", "green", "blue"]):
-        for index in range(4):
-            pixels = rng.integers(0, 90, (20, 20, 3)).astype(np.uint8)
-            pixels[..., label] += 150
-            (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{index}.png")
+    write_color_classes(tmp_path / "data")
     splits = load_splits(tmp_path / "data", image_size=16, val_fraction=0.25, test_fraction=0.0)
     trainer = Trainer(splits, tiny_model(class_names=None), epochs=1, batch_size=4, lr=1e-3, out_dir=tmp_path / "run",
                       device="cpu", num_workers=0, progress=False, warmup_epochs=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from images import write_color_classes
 from PIL import Image
 
 import resnetzoo
@@ -23,13 +24,7 @@ from resnetzoo.transforms import eval_transform
 def run(tmp_path_factory):
     """A run folder trained for one epoch on three colour classes."""
     root = tmp_path_factory.mktemp("predict")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["red", "green", "blue"]):
-        for i in range(4):
-            pixels = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
-            pixels[..., label] += 180
-            (root / "data" / name).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(root / "data" / name / f"{i}.png")
+    write_color_classes(root / "data", base=60, boost=180)
     torch.manual_seed(0)
     model = build_model(ModelConfig(architecture=None, num_classes=3, num_layers=[1, 1, 1, 1]))
     splits = load_splits(root / "data", image_size=16, val_fraction=0.25, test_fraction=0.0)
@@ -150,7 +145,7 @@ def test_predict_cli_refuses_an_unwritable_grid_before_loading_anything(tmp_path
 
 
 def test_an_image_given_alone_and_inside_a_folder_is_predicted_once(run, capsys):
-    image = run / "data" / "red" / "0.png"
+    image = run / "data" / "red" / "00.png"
     assert main([str(run / "run"), str(image), str(run / "data"), str(image), "--topk", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{image}  (true: red)")  # kept where it was first given
