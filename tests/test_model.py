@@ -88,6 +88,7 @@ def test_reset_classifier_replaces_head_and_zero_removes_it():
     backbone_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
     model.reset_classifier(5)
     assert model.fc.out_features == 5 and model.num_classes == 5
+    assert model.get_classifier() is model.fc
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
     for key, value in backbone_before.items():
         assert torch.equal(model.state_dict()[key], value)
