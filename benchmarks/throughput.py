@@ -102,6 +102,7 @@ class Row:
     peak_memory_mb: float | None = None
     memory_delta_mb: float | None = None
     gflops_per_s: float | None = None
+    percent_of_ceiling: float | None = None
     speedup_vs_torchvision: float | None = None
     cpu_ms_p50: float | None = None
     images_per_cpu_s: float | None = None
@@ -221,6 +222,63 @@ def measure_memory(device: torch.device, backend_holder: dict[str, Backend]) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Kernel ceiling
+
+
+# Big, regular kernels that run near the device's arithmetic peak: a square matrix product and a 3x3
+# convolution in channels_last (oneDNN / cuDNN's best layout). (matrix size, conv batch, channels, side).
+CEILING_SHAPES = {"cpu": (2048, 8, 256, 28), "cuda": (8192, 128, 256, 56)}
+
+
+def measure_ceiling(device: torch.device, dtype: torch.dtype, min_time_s: float = 0.5) -> dict[str, Any]:
+    """The fastest GFLOP/s this device, dtype and thread count reached on the probe kernels.
+
+    Not the datasheet peak (clock speeds and boost differ per machine and run) but what the same libraries
+    sustain on the most favourable shapes in the same process: a ResNet cannot run faster than its
+    convolutions can, so ``GFLOP/s / ceiling`` shows how much headroom a backend has left. Each kernel runs
+    for at least ``min_time_s`` and its fastest call counts (a ceiling, not a typical value).
+    """
+    matrix, batch, channels, side = CEILING_SHAPES[device.type]
+    generator = torch.Generator().manual_seed(SEED)
+    a = torch.randn(matrix, matrix, generator=generator).to(device, dtype)
+    b = torch.randn(matrix, matrix, generator=generator).to(device, dtype)
+    images = torch.randn(batch, channels, side, side, generator=generator).to(device, dtype)
+    images = images.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, channels, 3, 3, generator=generator).to(device, dtype)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    kernels = {
+        f"conv3x3 {batch}x{channels}x{side}x{side} channels_last":
+            (lambda: torch.nn.functional.conv2d(images, weight, padding=1), 2 * batch * side * side * channels**2 * 9),
+    }
+    # fp16 matmul on a CPU falls back to scalar code (one 2048^3 product takes ~40 s on a Zen 4); the
+    # convolution alone is a fair ceiling there.
+    if not (device.type == "cpu" and dtype == torch.float16):
+        kernels[f"matmul {matrix}x{matrix}"] = (lambda: torch.mm(a, b), 2 * matrix**3)
+    results: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, (kernel, flops) in kernels.items():
+            start = time.perf_counter()
+            kernel()  # first call: library initialisation, algorithm choice, weight reorders
+            synchronize(device)
+            # Bursts of calls between synchronisations (>= ~20 ms each), so that on a GPU the host's sync
+            # latency is not counted against sub-millisecond kernels.
+            per_burst = max(1, math.ceil(0.02 / max(time.perf_counter() - start, 1e-6)))
+            best = math.inf
+            deadline = time.perf_counter() + min_time_s
+            bursts = 0
+            while bursts < 3 or time.perf_counter() < deadline:
+                start = time.perf_counter()
+                for _ in range(per_burst):
+                    kernel()
+                synchronize(device)
+                best = min(best, (time.perf_counter() - start) / per_burst)
+                bursts += 1
+            results[name] = flops / best / 1e9
+    kernel_name = max(results, key=results.__getitem__)
+    return {"gflops_per_s": results[kernel_name], "kernel": kernel_name, "kernels": results}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Backends
 
 
@@ -231,7 +289,8 @@ class Context:
     resnetzoo_model: torch.nn.Module
     device: torch.device
     precision: str
-    images: torch.Tensor
+    images: torch.Tensor  # the timed batch
+    check: CheckSet  # the images every backend's logits are compared on, with torchvision's logits
     compile_mode: str
     onnx_dir: Path | None
     onnx_cache: dict[tuple[str, str], Path]
@@ -269,6 +328,9 @@ def build_optimized(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def build_compiled(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    # Every configuration compiles ResNet.forward anew; after torch._dynamo's recompile limit (8) it would
+    # silently run eager and the row would still say "compiled". Earlier configurations' graphs are not needed.
+    torch._dynamo.reset()
     dtype = None if ctx.precision == "fp32" else ctx.dtype
     return optimize_for_inference(ctx.resnetzoo_model, dtype=dtype, compile=ctx.compile_mode)
 
@@ -346,6 +408,13 @@ def build_onnxruntime(ctx: Context, provider: str) -> Backend:
     if provider == "TensorrtExecutionProvider":
         provider_options = {"trt_fp16_enable": ctx.precision == "fp16", "trt_engine_cache_enable": True,
                             "trt_engine_cache_path": str(ctx.work_dir / "trt_cache")}
+        if ctx.precision == "fp32":
+            # TensorRT may choose TF32 kernels for an fp32 engine; NVIDIA's libraries honour this variable to
+            # forbid TF32, so fp32 means fp32 here as it does for torch (configure_precision).
+            os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    if provider == "CUDAExecutionProvider":
+        # Same reason: ONNX Runtime's CUDA provider uses TF32 for fp32 convolutions unless told not to.
+        provider_options["use_tf32"] = "0"
     if provider != "CPUExecutionProvider":
         provider_options["device_id"] = ctx.device.index or 0
     providers = [(provider, provider_options)] if provider_options else [provider]
@@ -433,6 +502,90 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The check set
+
+
+class InputError(Exception):
+    """Arguments or files the benchmark cannot use; main() reports it and exits with 2."""
+
+
+@dataclass
+class CheckSet:
+    """The images every backend's logits are compared on, with torchvision fp32 eager's logits for them.
+
+    ``images`` is a whole number of timed-size batches (the last one padded by repeating images); only the
+    first ``count`` rows are compared. Top-1 agreement means something only when torchvision's top-1 varies
+    over the images: a randomly initialised ResNet gives nearly every input the same class (a shared bias
+    dominates its logits), and agreement is then ~100% whatever a backend does to the logits' fine detail.
+    """
+
+    source: str
+    batch_size: int
+    images: torch.Tensor
+    count: int
+    reference: torch.Tensor  # fp32 logits on the CPU, ``count`` rows
+
+    @property
+    def dominant_share(self) -> float:
+        """The fraction of check images that torchvision puts in its most frequent top-1 class."""
+        return torch.bincount(self.reference.argmax(1)).max().item() / self.count
+
+    @property
+    def informative(self) -> bool:
+        # With half the images or more in one class, agreeing on top-1 mostly means sharing that bias.
+        return self.dominant_share < 0.5
+
+    def summary(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "source": self.source, "images": self.count,
+                "distinct_top1": int(self.reference.argmax(1).unique().numel()),
+                "dominant_share": self.dominant_share, "informative": self.informative}
+
+
+def check_source(args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.Tensor, str]:
+    """The check images on the CPU and where they came from: ``--images`` files or seeded random images."""
+    if not args.images:
+        generator = torch.Generator().manual_seed(SEED)
+        size = args.image_size
+        return torch.randn(args.check_images, 3, size, size, generator=generator), "random normal"
+    from resnetzoo.data import IMAGE_SUFFIXES, BrokenImageError, find_image_files, load_image
+    from resnetzoo.transforms import eval_transform, eval_transform_config
+
+    files = [file for path in args.images for file in find_image_files(path)]
+    if not files:
+        raise InputError(f"--images {' '.join(map(str, args.images))}: no image files found "
+                         f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    # Evenly spaced picks first, so that a class-per-folder dataset contributes from every class rather than
+    # from the first one or two folders; the other files stand in for picks that cannot be decoded.
+    step = max(1.0, len(files) / args.check_images)
+    picks = list(dict.fromkeys(min(len(files) - 1, int(i * step)) for i in range(args.check_images)))
+    order = picks + [i for i in range(len(files)) if i not in set(picks)]
+    # The model's own preprocessing (its weights' mean/std and resize ratio), at the benchmarked size.
+    transform = eval_transform(eval_transform_config(args.image_size, weights=model.config))
+    images: list[torch.Tensor] = []
+    for index in order:
+        if len(images) == args.check_images:
+            break
+        try:
+            images.append(transform(load_image(files[index])))
+        except BrokenImageError as error:
+            logger.warning("Skipping check image %s", error)
+    if not images:
+        raise InputError(f"--images {' '.join(map(str, args.images))}: none of the {len(files)} image files "
+                         "could be decoded (each is named above)")
+    return torch.stack(images), f"{len(images)} image(s) from {', '.join(map(str, args.images))}"
+
+
+def make_check_set(images: torch.Tensor, source: str, batch_size: int, reference_model: torch.nn.Module,
+                   device: torch.device) -> CheckSet:
+    count = len(images)
+    padded_count = math.ceil(count / batch_size) * batch_size
+    padded = images.repeat(math.ceil(padded_count / count), 1, 1, 1)[:padded_count].to(device)
+    with torch.inference_mode():
+        reference = torch.cat([reference_model(chunk).float().cpu() for chunk in padded.split(batch_size)])
+    return CheckSet(source, batch_size, padded, count, reference[:count])
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The run
 
 
@@ -457,29 +610,44 @@ def configure_precision(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True  # every backend gets cuDNN's fastest algorithm for its shapes
 
 
-def check_backend(backend: Backend, images: torch.Tensor, reference: torch.Tensor, precision: str,
-                  perturb: str | None) -> tuple[float, float, float]:
-    output = backend.run(images)
-    if isinstance(output, torch.Tensor):
-        output = output.detach().float().clone()
+def check_backend(backend: Backend, check: CheckSet, precision: str, perturb: str | None) -> tuple[float, float, float]:
+    """(logit error, tolerance, top-1 agreement) of a backend against torchvision fp32 eager on the check set."""
+    # One call per timed-size batch: a compiled or traced backend then never sees a shape it will not be timed on.
+    # Each output is copied at once: under CUDA graphs (compile mode reduce-overhead) the next call overwrites it.
+    outputs = [backend.run(chunk).detach().float().cpu() for chunk in check.images.split(check.batch_size)]
+    output = torch.cat(outputs)[:check.count]
+    reference = check.reference
     if perturb == backend.name:
         # Debug hook (--debug-perturb): the test suite uses it to prove that divergence is caught.
         output = output + 1e-2 * max(1.0, reference.abs().max().item())
     error = logit_error(output, reference)
     tolerance = LOGIT_TOLERANCE[PRECISIONS[precision]]
-    agreement = (output.cpu().argmax(1) == reference.cpu().argmax(1)).float().mean().item()
+    agreement = (output.argmax(1) == reference.argmax(1)).float().mean().item()
     return error, tolerance, agreement
 
 
-def benchmark(args: argparse.Namespace) -> list[Row]:
+@dataclass
+class BenchmarkRun:
+    rows: list[Row]
+    ceilings: dict[str, dict[str, Any]]  # precision -> measure_ceiling's result
+    check_sets: list[dict[str, Any]]  # CheckSet.summary() per model and batch size
+
+
+def benchmark(args: argparse.Namespace) -> BenchmarkRun:
     device = torch.device(args.device)
     configure_precision(device)
     out_dir = Path(args.out)
     rows: list[Row] = []
+    check_sets: list[dict[str, Any]] = []
     onnx_cache: dict[tuple[str, str], Path] = {}
     configs = [(m, p, b) for m in args.models for p in args.precision for b in args.batch_sizes]
-    total_steps = len(configs) * len(args.backends) * (1 + args.rounds)
+    total_steps = len(args.precision) + len(configs) * len(args.backends) * (1 + args.rounds)
     progress = tqdm(total=total_steps, desc="benchmark", unit="step", disable=args.no_progress, file=sys.stderr)
+    ceilings: dict[str, dict[str, Any]] = {}
+    for precision in args.precision:
+        progress.set_description(f"kernel ceiling {precision}")
+        ceilings[precision] = measure_ceiling(device, PRECISIONS[precision], min_time_s=min(1.0, args.min_time / 10))
+        progress.update(1)
     # Backends are built outside inference mode (torch.export and tracing refuse inference tensors); every
     # forward pass (checks, warm-up, timing) runs inside it.
     with tempfile.TemporaryDirectory(prefix="resnetzoo-bench-") as scratch:
@@ -489,26 +657,26 @@ def benchmark(args: argparse.Namespace) -> list[Row]:
             tv_model.to(device)
             rz_model.to(device)
             macs = count_macs(rz_model, args.image_size)
+            check_images, source = check_source(args, rz_model)
+            checks = {b: make_check_set(check_images, source, b, tv_model, device) for b in args.batch_sizes}
+            check_sets += [{"model": name, **check.summary()} for check in checks.values()]
             for precision in args.precision:
                 for batch_size in args.batch_sizes:
                     generator = torch.Generator().manual_seed(SEED + batch_size)
                     images = torch.randn(batch_size, 3, args.image_size, args.image_size, generator=generator)
-                    images = images.to(device)
-                    with torch.inference_mode():
-                        reference = tv_model(images).float()
-                    ctx = Context(name, tv_model, rz_model, device, precision, images, args.compile_mode,
-                                  args.onnx_dir, onnx_cache, work_dir)
-                    rows += run_config(ctx, args, reference, macs, progress)
+                    ctx = Context(name, tv_model, rz_model, device, precision, images.to(device), checks[batch_size],
+                                  args.compile_mode, args.onnx_dir, onnx_cache, work_dir)
+                    rows += run_config(ctx, args, macs, ceilings[precision]["gflops_per_s"], progress)
                     gc.collect()
-            del tv_model, rz_model
+            del tv_model, rz_model, checks
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     progress.close()
-    return rows
+    return BenchmarkRun(rows, ceilings, check_sets)
 
 
-def run_config(ctx: Context, args: argparse.Namespace, reference: torch.Tensor, macs: int,
+def run_config(ctx: Context, args: argparse.Namespace, macs: int, ceiling_gflops: float,
                progress: tqdm) -> list[Row]:
     batch_size = ctx.images.shape[0]
     label = f"{ctx.name} {ctx.precision} b{batch_size}"
@@ -529,7 +697,7 @@ def run_config(ctx: Context, args: argparse.Namespace, reference: torch.Tensor, 
                 with torch.inference_mode():
                     # The check doubles as the first warm-up call (and triggers torch.compile's compilation).
                     row.logit_error, row.tolerance, row.top1_agreement = check_backend(
-                        backend, ctx.images, reference, ctx.precision, args.debug_perturb)
+                        backend, ctx.check, ctx.precision, args.debug_perturb)
                     backend.build_s = time.perf_counter() - start
                     for _ in range(args.warmup):
                         backend.run(ctx.images)
@@ -565,6 +733,7 @@ def run_config(ctx: Context, args: argparse.Namespace, reference: torch.Tensor, 
         row.latency_p99_ms = percentile(latencies, 99)
         row.images_per_s = batch_size / (row.latency_p50_ms / 1e3)
         row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
+        row.percent_of_ceiling = 100 * row.gflops_per_s / ceiling_gflops
         if backend.cpu_ms:
             row.cpu_ms_p50 = percentile(backend.cpu_ms, 50)
             row.images_per_cpu_s = batch_size / (row.cpu_ms_p50 / 1e3) if row.cpu_ms_p50 > 0 else None
@@ -605,19 +774,26 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def markdown_table(rows: list[Row]) -> str:
+def _uninformative(check_sets: list[dict[str, Any]] | None) -> set[tuple[str, int]]:
+    """(model, batch size) whose check set cannot make top-1 agreement mean anything (see ``CheckSet``)."""
+    return {(c["model"], c["batch_size"]) for c in check_sets or [] if not c["informative"]}
+
+
+def markdown_table(rows: list[Row], check_sets: list[dict[str, Any]] | None = None) -> str:
+    uninformative = _uninformative(check_sets)
     lines = ["| model | precision | batch | backend | images/s | x torchvision | x torchvision (CPU time) | p50 ms "
-             "| p90 ms | p99 ms | GFLOP/s | peak MB | +MB | logit err | top-1 agree | status |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| p90 ms | p99 ms | GFLOP/s | % of ceiling | peak MB | +MB | logit err | top-1 agree | status |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         status = r.status if r.status == "ok" else f"**{r.status}**: {r.reason}"
+        dagger = " †" if r.top1_agreement is not None and (r.model, r.batch_size) in uninformative else ""
         lines.append(
             f"| {r.model} | {r.precision} | {r.batch_size} | {r.backend} | {_fmt(r.images_per_s, ',.1f')} "
             f"| {_fmt(r.speedup_vs_torchvision, '.2f')} | {_fmt(r.speedup_cpu_time, '.2f')} "
             f"| {_fmt(r.latency_p50_ms, '.2f')} | {_fmt(r.latency_p90_ms, '.2f')} "
-            f"| {_fmt(r.latency_p99_ms, '.2f')} | {_fmt(r.gflops_per_s, ',.1f')} | {_fmt(r.peak_memory_mb, ',.0f')} "
-            f"| {_fmt(r.memory_delta_mb, ',.0f')} | {_fmt(r.logit_error, '.1e')} | {_fmt(r.top1_agreement, '.3f')} "
-            f"| {status} |"
+            f"| {_fmt(r.latency_p99_ms, '.2f')} | {_fmt(r.gflops_per_s, ',.1f')} | {_fmt(r.percent_of_ceiling, '.0f')} "
+            f"| {_fmt(r.peak_memory_mb, ',.0f')} | {_fmt(r.memory_delta_mb, ',.0f')} | {_fmt(r.logit_error, '.1e')} "
+            f"| {_fmt(r.top1_agreement, '.3f')}{dagger} | {status} |"
         )
     return "\n".join(lines)
 
@@ -626,12 +802,16 @@ def _cpu_time_note(row: Row) -> str:
     return "" if row.speedup_cpu_time is None else f" (CPU time: {row.speedup_cpu_time:.2f}x)"
 
 
-def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int) -> list[dict[str, Any]]:
+def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int,
+                   ceilings: dict[str, dict[str, Any]] | None = None,
+                   check_sets: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The goals of the speed issue that this run's configurations can show; each with the measured value.
 
     A goal whose configuration was not measured is left out rather than reported as met or missed. "met" is
     judged on wall-clock images/s, as the issue states the goals; the CPU-time ratio is shown beside it.
+    "met" is None (unverified) when a goal's top-1 agreement was measured on a check set that cannot show it.
     """
+    uninformative = _uninformative(check_sets)
     goals: list[dict[str, Any]] = []
     ok = [r for r in rows if r.status == "ok" and r.speedup_vs_torchvision is not None]
     for row in ok:
@@ -649,9 +829,17 @@ def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int) -> 
         return max(candidates, key=lambda r: r.images_per_s, default=None)
 
     if device["type"] == "cpu" and (row := best("resnet50", "fp32", 8, 224)) is not None:
+        measured = f"{row.speedup_vs_torchvision:.2f}x{_cpu_time_note(row)} ({row.backend})"
+        baseline = next(r for r in ok if (r.model, r.precision, r.batch_size, r.backend)
+                        == ("resnet50", "fp32", 8, "torchvision"))
+        ceiling = (ceilings or {}).get("fp32", {}).get("gflops_per_s")
+        if ceiling and baseline.gflops_per_s:
+            # How close the target is to what this CPU can do at all: above 100% no kernel choice can reach it.
+            needed = 1.6 * baseline.gflops_per_s
+            measured += (f"; 1.6x needs {needed:,.0f} GFLOP/s, {100 * needed / ceiling:.0f}% of the "
+                         f"{ceiling:,.0f} GFLOP/s kernel ceiling")
         goals.append({"goal": "CPU resnet50 b8 224 px fp32: best resnetzoo path vs torchvision eager", "target": ">= 1.6x",
-                      "measured": f"{row.speedup_vs_torchvision:.2f}x{_cpu_time_note(row)} ({row.backend})",
-                      "met": row.speedup_vs_torchvision >= 1.6})
+                      "measured": measured, "met": row.speedup_vs_torchvision >= 1.6})
     bf16_capable = device["type"] == "cuda" or {"avx512_bf16", "amx_bf16"} & set(device["cpu"].get("flags", []))
     for model, batch_size in sorted({(r.model, r.batch_size) for r in ok if r.precision == "bf16"}):
         row = best(model, "bf16", batch_size, image_size)
@@ -660,10 +848,13 @@ def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int) -> 
                      == (model, "fp32", batch_size, "torchvision")), None)
         if bf16_capable and row is not None and fp32 is not None:
             ratio = row.images_per_s / fp32.images_per_s
+            measured = f"{ratio:.2f}x, top-1 {100 * row.top1_agreement:.1f}%"
+            met: bool | None = ratio >= 2.5 and row.top1_agreement >= 0.99
+            if (model, batch_size) in uninformative:
+                measured += " (not informative here: see the check set above)"
+                met = None if ratio >= 2.5 else False  # too slow is a miss whatever the agreement
             goals.append({"goal": f"bf16 {model} b{batch_size}: best path ({row.backend}) vs torchvision eager fp32",
-                          "target": ">= 2.5x, top-1 >= 99%",
-                          "measured": f"{ratio:.2f}x, top-1 {100 * row.top1_agreement:.1f}%",
-                          "met": ratio >= 2.5 and row.top1_agreement >= 0.99})
+                          "target": ">= 2.5x, top-1 >= 99%", "measured": measured, "met": met})
     if device["type"] == "cuda" and (row := next((r for r in ok if (r.model, r.precision, r.batch_size, r.backend)
                                                   == ("resnet50", "bf16", 256, "resnetzoo-compiled")), None)):
         goals.append({"goal": "CUDA resnet50 bf16 b256 compiled vs torchvision eager AMP", "target": ">= 2x",
@@ -672,6 +863,37 @@ def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int) -> 
             goals.append({"goal": "CUDA resnet50 bf16 b256 compiled on an H100", "target": ">= 25,000 images/s",
                           "measured": f"{row.images_per_s:,.0f} images/s", "met": row.images_per_s >= 25_000})
     return goals
+
+
+def _ceiling_lines(ceilings: dict[str, dict[str, Any]] | None) -> list[str]:
+    if not ceilings:
+        return []
+    measured = "; ".join(f"{precision} {c['gflops_per_s']:,.0f} GFLOP/s ({c['kernel']})"
+                         for precision, c in ceilings.items())
+    return [f"- Kernel ceiling, measured in this run with the same threads: {measured}. It is the fastest of a "
+            "large matrix product and a channels_last 3x3 convolution, i.e. what this device sustains on "
+            "favourable shapes; % of ceiling = GFLOP/s / ceiling shows how much headroom a backend has left."]
+
+
+def _check_set_lines(check_sets: list[dict[str, Any]] | None) -> list[str]:
+    if not check_sets:
+        return []
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for check in check_sets:
+        by_model.setdefault(check["model"], []).append(check)
+    parts = []
+    for model, checks in by_model.items():
+        first = checks[0]
+        spread = ", ".join(f"b{c['batch_size']}: {c['distinct_top1']} top-1 class{'es' * (c['distinct_top1'] != 1)}, "
+                           f"{100 * c['dominant_share']:.0f}% in the commonest" for c in checks)
+        parts.append(f"{model}: {first['images']} {first['source']} images ({spread})")
+    lines = ["- Parity check set (every backend runs it in batches of the timed size; logit error and top-1 "
+             "agreement come from it): " + "; ".join(parts) + "."]
+    if any(not c["informative"] for c in check_sets):
+        lines.append("- † top-1 agreement not informative: torchvision puts half or more of the check images in one "
+                     "class (random weights do that), so agreeing on top-1 says little. The logit error still "
+                     "holds. For a meaningful agreement pass trained weights (--pretrained) and real --images.")
+    return lines
 
 
 def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
@@ -697,8 +919,10 @@ def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
         "- x torchvision (CPU time): the same ratio from the median process CPU time per call (CPU device only). "
         "With --threads 1 it ignores time spent waiting for a core that other jobs hold, so on a shared machine it "
         "is the steadier of the two; with more threads it also counts threads spinning while they wait.",
+        *_ceiling_lines(report.get("ceilings")),
+        *_check_set_lines(report.get("check_sets")),
         "",
-        markdown_table(rows),
+        markdown_table(rows, report.get("check_sets")),
         "",
     ]
     if report.get("goals"):
@@ -707,8 +931,8 @@ def markdown_report(report: dict[str, Any], rows: list[Row]) -> str:
             # A smoke run's few short rounds cannot separate a 3% difference from noise.
             lines += ["*A `--quick` run is a smoke test: too short to judge these goals; indicative only.*", ""]
         lines += ["| goal | target | measured | met |", "|---|---|---|---|"]
-        lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |"
-                  for g in report["goals"]]
+        verdicts = {True: "yes", False: "**no**", None: "unverified"}
+        lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | {verdicts[g['met']]} |" for g in report["goals"]]
         lines.append("")
     return "\n".join(lines)
 
@@ -778,8 +1002,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run, ~1 minute on 2 CPU cores: resnet18, 64 px, batch 1 and 2, short timing, no torch.compile")
     parser.add_argument("--out", required=True, type=Path, help="folder for results.json, results.md and throughput.png")
-    parser.add_argument("--pretrained", metavar="TAG", help="torchvision weights tag (cached or downloadable) instead of "
-                        "random init; needed for meaningful top-1 agreement and with pre-exported ONNX files")
+    parser.add_argument("--pretrained", metavar="WEIGHTS", help="weights instead of random init: a torchvision tag "
+                        "(cached or downloadable) or a weights file, e.g. a training run's model.safetensors; needed "
+                        "for a meaningful top-1 agreement (with --images) and with pre-exported ONNX files")
+    parser.add_argument("--images", nargs="+", type=Path, metavar="PATH",
+                        help="image files or folders (searched recursively) for the parity check instead of random "
+                        "images; with trained weights this makes the top-1 agreement column meaningful")
+    parser.add_argument("--check-images", type=int, help="images in the parity check of every backend, run in "
+                        "batches of the timed size (default: 32; quick: 8)")
     parser.add_argument("--onnx-dir", type=Path, help="pre-exported ONNX files: DIR/<model>/model.onnx (the layout of "
                         "python -m resnetzoo.export) or DIR/<model>.onnx; they must hold the same weights")
     parser.add_argument("--keep-onnx", action="store_true", help="keep the exported ONNX files under OUT/onnx/")
@@ -806,6 +1036,7 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> a
         "warmup": 2 if quick else 5,
         "rounds": 4 if quick else 10,
         "min_time": 1.0 if quick else 10.0,
+        "check_images": 8 if quick else 32,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -827,6 +1058,11 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> a
         parser.error(f"unknown model(s) {unknown}; choose from {resnetzoo.list_models()}")
     if any(b < 1 for b in args.batch_sizes) or args.image_size < 32 or args.rounds < 1 or args.min_time <= 0:
         parser.error("batch sizes must be >= 1, --image-size >= 32, --rounds >= 1 and --min-time > 0")
+    if args.check_images < 1:
+        parser.error("--check-images must be >= 1")
+    missing = [str(path) for path in args.images or [] if not path.exists()]
+    if missing:
+        parser.error(f"--images: {', '.join(missing)} does not exist")
     if args.onnx_dir is not None and not args.onnx_dir.is_dir():
         parser.error(f"--onnx-dir {args.onnx_dir} is not a folder")
     if args.debug_perturb is not None and args.debug_perturb not in args.backends:
@@ -851,10 +1087,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
-        rows = benchmark(args)
-    except resnetzoo.ResnetzooError as error:  # e.g. --pretrained weights that are neither cached nor downloadable
+        run = benchmark(args)
+    # e.g. --pretrained weights that are neither cached nor downloadable, or --images without a usable image
+    except (resnetzoo.ResnetzooError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    rows = run.rows
     report = {
         "command": " ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": started.isoformat(timespec="seconds"),
@@ -867,14 +1105,17 @@ def main(argv: list[str] | None = None) -> int:
             "weights": args.pretrained or f"random init (torch.manual_seed({SEED}))", "warmup": args.warmup,
             "rounds": args.rounds, "min_time": args.min_time, "quick": args.quick,
             "onnx_dir": str(args.onnx_dir) if args.onnx_dir else None,
+            "check_images": args.check_images, "images": [str(p) for p in args.images or []],
             "tolerances": {name: LOGIT_TOLERANCE[dtype] for name, dtype in PRECISIONS.items()},
         },
+        "ceilings": run.ceilings,
+        "check_sets": run.check_sets,
     }
-    report["goals"] = evaluate_goals(rows, report["device"], args.image_size)
+    report["goals"] = evaluate_goals(rows, report["device"], args.image_size, run.ceilings, run.check_sets)
     failed = [r for r in rows if r.status == "failed"]
     report["failed"] = [f"{r.model} {r.precision} b{r.batch_size} {r.backend}: {r.reason}" for r in failed]
     paths = write_reports(args.out, report, rows)
-    print(markdown_table(rows))
+    print(markdown_table(rows, run.check_sets))
     print("\nWrote " + ", ".join(str(p) for p in paths.values()))
     if failed:
         print(f"\n{len(failed)} backend(s) FAILED:", *report["failed"], sep="\n  ", file=sys.stderr)

@@ -41,6 +41,8 @@ __all__ = [
     "ImageDataset",
     "ImageFolderSplit",
     "ScanResult",
+    "IMAGE_SUFFIXES",
+    "find_image_files",
     "load_image",
     "check_image",
     "scan_image_folder",
@@ -58,6 +60,8 @@ MANIFEST_FORMAT = "resnetzoo-splits/1"
 MAX_IMAGE_PIXELS: int = 89_478_485
 # Folders that tools leave behind and that never hold classes or samples.
 _IGNORED_NAMES = {"__MACOSX", "__pycache__"}
+# What counts as an image when a folder of files (not a class-per-folder dataset) is given.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 
 class DataError(ResnetzooError, ValueError):
@@ -78,6 +82,19 @@ class BrokenImageError(DataError):
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in _IGNORED_NAMES
+
+
+def find_image_files(path: str | os.PathLike) -> list[Path]:
+    """The image files under a folder (recursively, sorted; hidden files and tool folders left out), or
+    ``[path]`` for a file. Suffixes decide what is an image (``IMAGE_SUFFIXES``); decoding is not tried."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return sorted(
+        file for file in path.rglob("*")
+        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
+        and not any(_is_hidden(part) for part in file.relative_to(path).parts)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

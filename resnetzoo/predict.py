@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data import BrokenImageError, _to_rgb, load_image
+from .data import BrokenImageError, _to_rgb, find_image_files, load_image
 from .errors import ResnetzooError
 from .transforms import eval_transform
 
@@ -30,9 +30,6 @@ logger = logging.getLogger(__name__)
 
 class PredictError(ResnetzooError, ValueError):
     """Command-line arguments of ``python -m resnetzoo.predict`` that cannot work (e.g. an unwritable --grid)."""
-
-
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 @dataclass
@@ -167,9 +164,7 @@ def _expand(inputs: Sequence[str], class_names: Sequence[str]) -> list[tuple[Pat
     seen: set[Path] = set()  # an image given itself and again inside a folder is classified (and counted) once
     for entry in inputs:
         path = Path(entry)
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and not any(
-            part.startswith(".") for part in p.relative_to(path).parts)) if path.is_dir() else [path]
-        for file in files:
+        for file in find_image_files(path):
             resolved = file.resolve()
             if resolved in seen:
                 continue

@@ -60,8 +60,16 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
     assert report["failed"] == []
     expected_backends = ["torchvision", "resnetzoo", "resnetzoo-optimized", "torchscript", "onnxruntime-cpu"]
     assert set(rows) == {(b, name) for b in (1, 2) for name in expected_backends}
-    # GFLOP/s = 2 x MACs per image x images/s.
+    # GFLOP/s = 2 x MACs per image x images/s, and its share of the kernel ceiling measured in the same run.
     macs = resnetzoo.profile.count_macs(resnetzoo.create("resnet18"), 64)
+    ceiling = report["ceilings"]["fp32"]
+    assert ceiling["gflops_per_s"] == max(ceiling["kernels"].values()) > 0
+    assert ceiling["kernel"] in ceiling["kernels"] and len(ceiling["kernels"]) == 2
+    # The parity check ran on 8 images (the quick default) per batch size, whole batches of the timed size.
+    assert [(c["model"], c["batch_size"], c["images"], c["source"]) for c in report["check_sets"]] == [
+        ("resnet18", 1, 8, "random normal"), ("resnet18", 2, 8, "random normal")]
+    # Random weights put (nearly) every image in one class: the report must not pass that off as agreement.
+    assert all(c["dominant_share"] >= 0.5 and not c["informative"] for c in report["check_sets"])
     for (batch_size, _backend), row in rows.items():
         assert row["status"] == "ok", row
         assert row["logit_error"] <= row["tolerance"] == 1e-4
@@ -70,6 +78,7 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
         assert 0 < row["latency_p50_ms"] <= row["latency_p90_ms"] <= row["latency_p99_ms"]
         assert row["images_per_s"] == pytest.approx(batch_size / (row["latency_p50_ms"] / 1e3))
         assert row["gflops_per_s"] == pytest.approx(2 * macs * row["images_per_s"] / 1e9)
+        assert row["percent_of_ceiling"] == pytest.approx(100 * row["gflops_per_s"] / ceiling["gflops_per_s"])
         baseline = rows[(batch_size, "torchvision")]["images_per_s"]
         assert row["speedup_vs_torchvision"] == pytest.approx(row["images_per_s"] / baseline)
         assert row["peak_memory_mb"] > 0
@@ -83,6 +92,9 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
     markdown = (out / "results.md").read_text()
     assert markdown.startswith("# Inference throughput on")
     assert "| model | precision | batch | backend | images/s | x torchvision | x torchvision (CPU time) |" in markdown
+    assert "| GFLOP/s | % of ceiling |" in markdown and "Kernel ceiling, measured in this run" in markdown
+    assert markdown.count("| 1.000 † |") == len(rows)  # every agreement flagged as not informative
+    assert "† top-1 agreement not informative" in markdown
     assert markdown.count("| resnet18 | fp32 |") == len(rows)
     assert report["device"]["name"] in markdown
     assert any(g["goal"].startswith("hand-built eager") for g in report["goals"])
@@ -199,6 +211,8 @@ def test_onnx_dir_files_are_used_and_checked_against_torchvision(throughput, qui
         (["--batch-sizes", "0"], "batch sizes must be >= 1"),
         (["--backends", "resnetzoo", "--debug-perturb", "torchscript"], "not among the backends"),
         (["--onnx-dir", "/nonexistent/onnx"], "is not a folder"),
+        (["--check-images", "0"], "--check-images must be >= 1"),
+        (["--images", "/nonexistent/photos"], "/nonexistent/photos does not exist"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(throughput, tmp_path, capsys, argv, message):
@@ -249,13 +263,20 @@ def test_cuda_quick_run_checks_every_backend(throughput, tmp_path):
     out = tmp_path / "cuda"
     code = throughput.main(["--quick", "--device", "cuda", "--precision", "fp32", "bf16", "fp16",
                             "--compile-mode", "default", "--out", str(out), *FAST])
-    report, rows = read_results(out)
+    report, _ = read_results(out)
     assert code == 0, report["failed"]
     assert report["device"]["type"] == "cuda" and "memory_gb" in report["device"]
-    for (_, backend), row in rows.items():
+    results = report["results"]  # every precision (``rows`` is keyed by batch size and backend only)
+    assert len(results) == 3 * 2 * len(report["settings"]["backends"])
+    for row in results:
         assert row["status"] in ("ok", "skipped"), row
-        if backend.startswith(("torchvision", "resnetzoo")):
+        if row["backend"].startswith(("torchvision", "resnetzoo")):
             assert row["status"] == "ok" and row["peak_memory_mb"] > 0
+        # onnxruntime-gpu is a dependency on Linux x86_64: its CUDA provider must really run (io binding
+        # included), not be skipped; it has no bf16 kernels, so fp32 and fp16 only.
+        if row["backend"] == "onnxruntime-cuda" and row["precision"] in ("fp32", "fp16"):
+            assert row["status"] == "ok", row
+    assert report["ceilings"]["bf16"]["gflops_per_s"] > report["ceilings"]["fp32"]["gflops_per_s"]
 
 
 def test_goals_are_judged_from_the_measured_rows(throughput):
@@ -294,3 +315,113 @@ def test_unwritable_output_folder_exits_2_before_measuring(throughput, tmp_path,
     assert code == 2
     assert "cannot write results to" in capsys.readouterr().err
     assert measured == []  # nothing was measured first
+
+
+def test_ceiling_is_the_fastest_probe_kernel(throughput, monkeypatch):
+    monkeypatch.setitem(throughput.CEILING_SHAPES, "cpu", (64, 1, 8, 8))  # tiny: the test checks the bookkeeping
+    ceiling = throughput.measure_ceiling(torch.device("cpu"), torch.float32, min_time_s=0.01)
+    assert set(ceiling["kernels"]) == {"matmul 64x64", "conv3x3 1x8x8x8 channels_last"}
+    assert ceiling["gflops_per_s"] == ceiling["kernels"][ceiling["kernel"]] == max(ceiling["kernels"].values()) > 0
+    # No fp16 matrix product on a CPU: it would take a minute of scalar code at the real size.
+    half = throughput.measure_ceiling(torch.device("cpu"), torch.float16, min_time_s=0.01)
+    assert list(half["kernels"]) == ["conv3x3 1x8x8x8 channels_last"]
+
+
+def make_check_set(throughput, reference: torch.Tensor):
+    images = torch.zeros(len(reference), 3, 8, 8)
+    return throughput.CheckSet("test", 2, images, len(reference), reference)
+
+
+def test_agreement_is_informative_only_when_the_reference_top1_varies(throughput):
+    logits = torch.zeros(10, 5)
+    logits[:, 0] = 1.0  # every image in class 0: what random weights give
+    degenerate = make_check_set(throughput, logits)
+    assert degenerate.dominant_share == 1.0 and not degenerate.informative
+    varied = logits.clone()
+    varied[torch.arange(10), torch.arange(10) % 5] = 2.0  # two images per class
+    check = make_check_set(throughput, varied)
+    assert check.dominant_share == pytest.approx(0.2) and check.informative
+    assert check.summary()["distinct_top1"] == 5
+
+    # A backend whose logits flip the top-1 of 3 images out of 10 (but stay close): the agreement shows it.
+    def flipping(images: torch.Tensor) -> torch.Tensor:
+        start = flipping.calls * 2
+        flipping.calls += 1
+        out = varied[start:start + len(images)].clone()
+        for row in range(len(images)):
+            if start + row < 3:
+                out[row] = out[row].roll(1)
+        return out
+
+    flipping.calls = 0
+    backend = throughput.Backend("flipper", flipping)
+    error, tolerance, agreement = throughput.check_backend(backend, check, "fp32", None)
+    assert flipping.calls == 5  # 10 images in batches of the timed size, 2
+    assert agreement == pytest.approx(0.7) and error == pytest.approx(2.0 / 2.0)
+
+
+def test_check_images_come_from_every_class_folder_and_broken_files_are_named(throughput, tmp_path, caplog):
+    from images import write_color_classes
+
+    from resnetzoo.data import load_image
+    from resnetzoo.transforms import eval_transform, eval_transform_config
+
+    root = write_color_classes(tmp_path / "photos", per_class=4, size=40)
+    (root / "green" / "00.png").write_bytes(b"not a png")  # the evenly spaced pick for the green class
+    parser = throughput.build_parser()
+    args = throughput.resolve_args(parser.parse_args(["--device", "cpu", "--out", "x", "--image-size", "32",
+                                                      "--check-images", "3", "--images", str(root)]), parser)
+    model = resnetzoo.create("resnet18")
+    with caplog.at_level("WARNING"):
+        images, source = throughput.check_source(args, model)
+    assert "green/00.png" in caplog.text
+    assert source == f"3 image(s) from {root}" and images.shape == (3, 3, 32, 32)
+    # Evenly spaced over the sorted files (blue/00, green/00, red/00), the broken one replaced by the first file
+    # not picked yet (blue/01): the model's own eval transform at the benchmarked size.
+    transform = eval_transform(eval_transform_config(32, weights=model.config))
+    expected = [transform(load_image(root / name)) for name in ("blue/00.png", "red/00.png", "blue/01.png")]
+    torch.testing.assert_close(images, torch.stack(expected), rtol=0, atol=0)
+
+
+def test_images_option_runs_the_check_on_real_files(throughput, tmp_path):
+    from images import write_color_classes
+
+    root = write_color_classes(tmp_path / "photos", per_class=2, size=40)
+    out = tmp_path / "out"
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--batch-sizes", "4", "--image-size", "32",
+                            "--backends", "resnetzoo-optimized", "--images", str(root), "--out", str(out), *FAST])
+    assert code == 0
+    report, rows = read_results(out)
+    # 6 images checked in two batches of 4 (the second padded); the agreement counts the 6 only.
+    assert report["check_sets"][0]["images"] == 6 and report["settings"]["images"] == [str(root)]
+    assert rows[(4, "resnetzoo-optimized")]["top1_agreement"] in {i / 6 for i in range(7)}
+
+
+def test_images_without_a_decodable_file_exit_2(throughput, tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"garbage")
+    code = throughput.main(["--device", "cpu", "--models", "resnet18", "--images", str(tmp_path / "photos"),
+                            "--out", str(tmp_path / "out"), *FAST])
+    assert code == 2
+    assert "none of the 1 image files could be decoded" in capsys.readouterr().err
+
+
+def test_bf16_goal_is_unverified_when_the_check_set_cannot_show_agreement(throughput):
+    rows = [throughput.Row("resnet50", "fp32", 8, "torchvision", "ok", images_per_s=10.0, gflops_per_s=80.0,
+                           top1_agreement=1.0, speedup_vs_torchvision=1.0),
+            throughput.Row("resnet50", "fp32", 8, "onnxruntime-cpu", "ok", images_per_s=15.0, top1_agreement=1.0,
+                           speedup_vs_torchvision=1.5),
+            throughput.Row("resnet50", "bf16", 8, "resnetzoo-optimized", "ok", images_per_s=30.0, top1_agreement=1.0,
+                           speedup_vs_torchvision=3.0)]
+    device = {"type": "cpu", "name": "test CPU", "cpu": {"name": "test CPU", "flags": ["avx512_bf16"]}}
+    check = {"model": "resnet50", "batch_size": 8, "informative": False}
+    ceilings = {"fp32": {"gflops_per_s": 100.0}}
+    goals = {g["goal"].split(":")[0]: g for g in throughput.evaluate_goals(rows, device, 224, ceilings, [check])}
+    assert goals["bf16 resnet50 b8"]["met"] is None and "not informative" in goals["bf16 resnet50 b8"]["measured"]
+    # 1.6 x 80 GFLOP/s = 128 GFLOP/s, 128% of a 100 GFLOP/s ceiling: out of reach, and the report says so.
+    assert "1.6x needs 128 GFLOP/s, 128% of the 100 GFLOP/s kernel ceiling" in goals["CPU resnet50 b8 224 px fp32"][
+        "measured"]
+    report = {"device": {**device, "torch_threads": 1}, "settings": {"image_size": 224, "weights": "random",
+              "compile_mode": "default", "rounds": 1, "min_time": 1}, "started_at": "now", "duration_s": 1,
+              "command": "x", "versions": {}, "goals": list(goals.values())}
+    assert "| unverified |" in throughput.markdown_report(report, rows)

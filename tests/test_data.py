@@ -339,3 +339,14 @@ def test_unchanged_files_are_not_decoded_again(tmp_path, monkeypatch):
     write_image(root / "a" / "001.png", size=(30, 30))  # same name, new content: checked again
     load_splits(root, image_size=16)
     assert [p.name for p in checked] == ["001.png"]
+
+
+def test_find_image_files_is_recursive_sorted_and_skips_hidden_and_other_files(tmp_path):
+    for relative in ("b/2.PNG", "a/1.jpg", "a/deep/3.webp", ".hidden/4.png", "a/.5.png", "__MACOSX/6.png",
+                     "notes.txt", "a/7.jpeg"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")  # suffixes decide; nothing is decoded
+    (tmp_path / "folder.png").mkdir()  # a folder named like an image is not a file
+    found = [p.relative_to(tmp_path).as_posix() for p in data.find_image_files(tmp_path)]
+    assert found == ["a/1.jpg", "a/7.jpeg", "a/deep/3.webp", "b/2.PNG"]
+    assert data.find_image_files(tmp_path / "notes.txt") == [tmp_path / "notes.txt"]  # a file given is taken as it is

@@ -155,12 +155,9 @@ def _check_out_dir(out_dir: Path) -> None:
                           "Choose an output folder you can write to.")
 
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
 def _image_inputs(sources: Any, metadata: dict[str, Any], limit: int) -> tuple[torch.Tensor, str]:
     """The verification set from the user's own images, decoded and preprocessed as resnetzoo.predict does."""
-    from ..data import BrokenImageError, load_image
+    from ..data import BrokenImageError, find_image_files, load_image
     from ..transforms import eval_transform
 
     if metadata["input_shape"][1] != 3:
@@ -170,7 +167,7 @@ def _image_inputs(sources: Any, metadata: dict[str, Any], limit: int) -> tuple[t
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            files += find_image_files(path)
         elif path.is_file():
             files.append(path)
         else:
