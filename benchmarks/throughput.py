@@ -546,7 +546,7 @@ def check_source(args: argparse.Namespace, model: torch.nn.Module) -> tuple[torc
     if not args.images:
         generator = torch.Generator().manual_seed(SEED)
         size = args.image_size
-        return torch.randn(args.check_images, 3, size, size, generator=generator), "random normal"
+        return torch.randn(args.check_images, 3, size, size, generator=generator), "random normal images"
     from resnetzoo.data import IMAGE_SUFFIXES, BrokenImageError, find_image_files, load_image
     from resnetzoo.transforms import eval_transform, eval_transform_config
 
@@ -572,7 +572,7 @@ def check_source(args: argparse.Namespace, model: torch.nn.Module) -> tuple[torc
     if not images:
         raise InputError(f"--images {' '.join(map(str, args.images))}: none of the {len(files)} image files "
                          "could be decoded (each is named above)")
-    return torch.stack(images), f"{len(images)} image(s) from {', '.join(map(str, args.images))}"
+    return torch.stack(images), f"images from {', '.join(map(str, args.images))}"
 
 
 def make_check_set(images: torch.Tensor, source: str, batch_size: int, reference_model: torch.nn.Module,
@@ -870,9 +870,10 @@ def _ceiling_lines(ceilings: dict[str, dict[str, Any]] | None) -> list[str]:
         return []
     measured = "; ".join(f"{precision} {c['gflops_per_s']:,.0f} GFLOP/s ({c['kernel']})"
                          for precision, c in ceilings.items())
-    return [f"- Kernel ceiling, measured in this run with the same threads: {measured}. It is the fastest of a "
-            "large matrix product and a channels_last 3x3 convolution, i.e. what this device sustains on "
-            "favourable shapes; % of ceiling = GFLOP/s / ceiling shows how much headroom a backend has left."]
+    return [f"- Kernel ceiling, measured in this run with the same threads: {measured}. It is the faster of a "
+            "large matrix product and a channels_last 3x3 convolution: what this device sustains on favourable "
+            "shapes, not a datasheet peak (a backend may pass it by a few % on other shapes or a higher clock). "
+            "% of ceiling = GFLOP/s / ceiling shows how much headroom a backend has left."]
 
 
 def _check_set_lines(check_sets: list[dict[str, Any]] | None) -> list[str]:
@@ -886,7 +887,7 @@ def _check_set_lines(check_sets: list[dict[str, Any]] | None) -> list[str]:
         first = checks[0]
         spread = ", ".join(f"b{c['batch_size']}: {c['distinct_top1']} top-1 class{'es' * (c['distinct_top1'] != 1)}, "
                            f"{100 * c['dominant_share']:.0f}% in the commonest" for c in checks)
-        parts.append(f"{model}: {first['images']} {first['source']} images ({spread})")
+        parts.append(f"{model}: {first['images']} {first['source']} ({spread})")
     lines = ["- Parity check set (every backend runs it in batches of the timed size; logit error and top-1 "
              "agreement come from it): " + "; ".join(parts) + "."]
     if any(not c["informative"] for c in check_sets):

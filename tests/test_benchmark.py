@@ -67,7 +67,7 @@ def test_quick_run_writes_valid_json_markdown_and_png(quick_run):
     assert ceiling["kernel"] in ceiling["kernels"] and len(ceiling["kernels"]) == 2
     # The parity check ran on 8 images (the quick default) per batch size, whole batches of the timed size.
     assert [(c["model"], c["batch_size"], c["images"], c["source"]) for c in report["check_sets"]] == [
-        ("resnet18", 1, 8, "random normal"), ("resnet18", 2, 8, "random normal")]
+        ("resnet18", 1, 8, "random normal images"), ("resnet18", 2, 8, "random normal images")]
     # Random weights put (nearly) every image in one class: the report must not pass that off as agreement.
     assert all(c["dominant_share"] >= 0.5 and not c["informative"] for c in report["check_sets"])
     for (batch_size, _backend), row in rows.items():
@@ -375,7 +375,7 @@ def test_check_images_come_from_every_class_folder_and_broken_files_are_named(th
     with caplog.at_level("WARNING"):
         images, source = throughput.check_source(args, model)
     assert "green/00.png" in caplog.text
-    assert source == f"3 image(s) from {root}" and images.shape == (3, 3, 32, 32)
+    assert source == f"images from {root}" and images.shape == (3, 3, 32, 32)
     # Evenly spaced over the sorted files (blue/00, green/00, red/00), the broken one replaced by the first file
     # not picked yet (blue/01): the model's own eval transform at the benchmarked size.
     transform = eval_transform(eval_transform_config(32, weights=model.config))
