@@ -70,6 +70,14 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
         return DistributedContext(device=resolve_device(device))
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if isinstance(device, str) and device.lower().startswith("cuda:") and local_world_size > 1:
+        # Every process on this node would take the same GPU, and NCCL refuses that ("Duplicate GPU detected").
+        raise DistributedError(
+            f"device={device!r} names one GPU, but torchrun started {local_world_size} processes on this node. "
+            "Pass device='cuda' (or 'auto') so that each process takes cuda:LOCAL_RANK; choose the GPUs with "
+            "CUDA_VISIBLE_DEVICES."
+        )
     target = resolve_device(device, local_rank)
     if target.type == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -124,3 +124,14 @@ def test_train_cli_under_torchrun_trains_one_model_on_two_processes(tmp_path):
     assert single["loss"] == pytest.approx(recorded["val"]["loss"], abs=1e-5)
     assert check.evaluate("test")["acc1"] == recorded["test"]["acc1"]
     assert model.config.extra["training"]["world_size"] == 2
+
+
+def test_one_named_gpu_for_several_local_processes_is_refused_before_nccl(monkeypatch):
+    from resnetzoo import distributed
+
+    # What torchrun --nproc_per_node=2 sets for the second process; no process group is started.
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(distributed.DistributedError, match=r"device='cuda:0' names one GPU.*2 processes.*'cuda'"):
+        distributed.init_distributed("cuda:0")
+    assert not torch.distributed.is_initialized()
