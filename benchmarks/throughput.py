@@ -892,8 +892,9 @@ def _check_set_lines(check_sets: list[dict[str, Any]] | None) -> list[str]:
              "agreement come from it): " + "; ".join(parts) + "."]
     if any(not c["informative"] for c in check_sets):
         lines.append("- † top-1 agreement not informative: torchvision puts half or more of the check images in one "
-                     "class (random weights do that), so agreeing on top-1 says little. The logit error still "
-                     "holds. For a meaningful agreement pass trained weights (--pretrained) and real --images.")
+                     "class (random weights do that, and so do trained ones on images unlike their training data), "
+                     "so agreeing on top-1 says little. The logit error still holds. For a meaningful agreement "
+                     "pass trained weights (--pretrained) and real --images at the size they were trained for.")
     return lines
 
 

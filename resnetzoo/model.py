@@ -64,7 +64,10 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity)
+        # In place, as torchvision does: a new tensor per block costs ~4% of resnet50's CPU time (allocation
+        # and page faults for each large activation); autograd allows it, the BN backward needs its input only.
+        out += identity
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -104,7 +107,8 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self.relu(out + identity)
+        out += identity  # in place: see BasicBlock.forward
+        return self.relu(out)
 
 
 class ResNet(nn.Module):
