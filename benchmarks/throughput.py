@@ -558,7 +558,8 @@ def check_source(args: argparse.Namespace, model: torch.nn.Module) -> tuple[torc
     # from the first one or two folders; the other files stand in for picks that cannot be decoded.
     step = max(1.0, len(files) / args.check_images)
     picks = list(dict.fromkeys(min(len(files) - 1, int(i * step)) for i in range(args.check_images)))
-    order = picks + [i for i in range(len(files)) if i not in set(picks)]
+    picked = set(picks)
+    order = picks + [i for i in range(len(files)) if i not in picked]
     # The model's own preprocessing (its weights' mean/std and resize ratio), at the benchmarked size.
     transform = eval_transform(eval_transform_config(args.image_size, weights=model.config))
     images: list[torch.Tensor] = []
