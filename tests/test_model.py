@@ -132,3 +132,24 @@ def test_a_model_with_a_reset_head_saves_and_reloads(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(reloaded(images), model(images))
+
+
+@pytest.mark.parametrize(("block", "last_bn"), [(BasicBlock(8, 8), "bn2"), (Bottleneck(32, 8), "bn3")])
+def test_residual_add_reuses_the_branch_output_instead_of_allocating(block, last_bn):
+    # As in torchvision: a new tensor per block for ``out + identity`` cost ~4% of resnet50's CPU time.
+    seen = {}
+
+    def record(_module, _inputs, output):  # returns None: a forward hook's return value replaces the output
+        seen["ptr"] = output.data_ptr()
+
+    getattr(block, last_bn).register_forward_hook(record)
+    block.eval()
+    images = torch.randn(2, block.conv1.in_channels, 8, 8)
+    with torch.inference_mode():
+        output = block(images)
+    assert output.data_ptr() == seen["ptr"]
+    with torch.inference_mode():
+        # And the sum is still right: relu(branch + identity), the input itself left untouched.
+        branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(images))))) if last_bn == "bn2" else \
+            block.bn3(block.conv3(block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(images))))))))
+        torch.testing.assert_close(output, torch.relu(branch + images), rtol=0, atol=0)
