@@ -345,8 +345,10 @@ def quiet_jit() -> Iterator[None]:
 
 
 def build_torchscript(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
-    # Trace the plain eval model (cast and channels_last, but not BN-folded: torch.jit.freeze folds BN itself).
-    model = copy.deepcopy(ctx.resnetzoo_model).eval().to(ctx.dtype).to(memory_format=torch.channels_last)
+    # Trace the model with BN already folded in fp32 and then cast. torch.jit.freeze would fold BN by itself, but
+    # after the cast: in bf16 that rounds the folded scale twice, and on a trained resnet50 the logits moved
+    # 5e-2 from fp32 (over the 3e-2 tolerance) against 1e-2 when folding first.
+    model = optimize_for_inference(ctx.resnetzoo_model, dtype=None if ctx.precision == "fp32" else ctx.dtype)
     example = ctx.images.to(ctx.dtype).contiguous(memory_format=torch.channels_last)
     with quiet_jit(), torch.no_grad():
         scripted = torch.jit.freeze(torch.jit.trace(model, example))
@@ -843,7 +845,7 @@ def evaluate_goals(rows: list[Row], device: dict[str, Any], image_size: int,
                       "measured": measured, "met": row.speedup_vs_torchvision >= 1.6})
     bf16_capable = device["type"] == "cuda" or {"avx512_bf16", "amx_bf16"} & set(device["cpu"].get("flags", []))
     for model, batch_size in sorted({(r.model, r.batch_size) for r in ok if r.precision == "bf16"}):
-        row = best(model, "bf16", batch_size, image_size)
+        row = best(model, "bf16", batch_size, 224)  # the issue's goals are stated at 224 px
         # Against torchvision eager in fp32, as the issue states it; top-1 agreement with the fp32 logits.
         fp32 = next((r for r in ok if (r.model, r.precision, r.batch_size, r.backend)
                      == (model, "fp32", batch_size, "torchvision")), None)

@@ -293,8 +293,8 @@ def test_goals_are_judged_from_the_measured_rows(throughput):
     cpu_goal = goals["CPU resnet50 b8 224 px fp32"]
     assert cpu_goal["met"] is True and "onnxruntime-cpu" in cpu_goal["measured"]  # 1.7x, the best path
     assert goals["bf16 resnet50 b8"]["met"] is False  # 3x, but top-1 agreement 98% < 99%
-    # Another image size is another experiment: the 224 px goal is not judged from it.
-    assert not any("CPU resnet50" in g["goal"] for g in throughput.evaluate_goals(rows, device, 64))
+    # Another image size is another experiment: the 224 px goals are not judged from it.
+    assert not any(g["goal"].startswith(("CPU resnet50", "bf16")) for g in throughput.evaluate_goals(rows, device, 64))
 
 
 def test_unavailable_pretrained_weights_exit_2_with_the_library_message(throughput, tmp_path, capsys):
@@ -425,3 +425,22 @@ def test_bf16_goal_is_unverified_when_the_check_set_cannot_show_agreement(throug
               "compile_mode": "default", "rounds": 1, "min_time": 1}, "started_at": "now", "duration_s": 1,
               "command": "x", "versions": {}, "goals": list(goals.values())}
     assert "| unverified |" in throughput.markdown_report(report, rows)
+
+
+def test_torchscript_backend_folds_batchnorm_in_fp32_before_the_bf16_cast(throughput, tmp_path):
+    # torch.jit.freeze folds BN by itself, but after a bf16 cast that rounds the folded scale twice: on a
+    # trained resnet50 it moved the logits 5e-2 from fp32, over the tolerance. Tracing the fast path's model
+    # (folded in fp32, then cast) gives exactly its logits.
+    from test_optimize import randomize_batchnorm
+
+    from resnetzoo.optimize import optimize_for_inference
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(resnetzoo.create("resnet18")).eval()  # BN statistics as after training
+    images = torch.randn(2, 3, 64, 64)
+    ctx = throughput.Context("resnet18", model, model, torch.device("cpu"), "bf16", images, None, "default", None, {},
+                             tmp_path)
+    scripted = throughput.build_torchscript(ctx)
+    with torch.inference_mode():
+        expected = optimize_for_inference(model, dtype=torch.bfloat16)(images)
+        torch.testing.assert_close(scripted(images), expected, rtol=0, atol=0)
