@@ -170,7 +170,8 @@ def test_untraceable_model_error_says_how_to_skip_folding():
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"dtype": torch.int8}, "dtype must be"), ({"compile": 3}, "compile must be")],
+    [({"dtype": torch.int8}, "dtype must be"), ({"compile": 3}, "compile must be"),
+     ({"compile": "turbo"}, "Unknown torch.compile mode .turbo.; use one of default, ")],
 )
 def test_bad_options_raise_a_clear_error(options, message):
     with pytest.raises(OptimizationError, match=message):
@@ -203,14 +204,18 @@ def test_optimized_model_keeps_the_resnet_api():
     assert pooled.shape == (2, optimized.num_features)
 
 
-def test_compile_is_passed_to_torch_compile_with_the_mode(monkeypatch):
+def test_compile_is_passed_to_torch_compile_with_the_mode_and_freezing(monkeypatch):
+    from torch._inductor import list_mode_options
+
     calls = []
-    monkeypatch.setattr(torch, "compile", lambda module, mode=None: calls.append(mode) or module)
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None, options=None: calls.append((mode, options)) or module)
     model = resnetzoo.ResNet(num_layers=[1, 1, 1, 1], num_classes=3)
     optimize_for_inference(model, compile="max-autotune")
     optimize_for_inference(model, compile=True)
     optimize_for_inference(model, compile=None)
-    assert calls == ["max-autotune", None]
+    # The mode travels as the Inductor options it stands for (torch.compile refuses a mode with options).
+    assert calls == [(None, {**list_mode_options("max-autotune"), "freezing": True}), (None, {"freezing": True})]
+    assert list_mode_options("max-autotune")["max_autotune"] is True  # the mode was not lost on the way
 
 
 @pytest.mark.slow
