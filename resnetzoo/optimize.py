@@ -182,7 +182,9 @@ def optimize_for_inference(
     Args:
         model: a ResNet (or any module whose convolutions feed BatchNorms directly).
         channels_last: store weights (and convert inputs) in NHWC order, which the oneDNN (CPU) and
-            cuDNN (GPU) convolution kernels prefer.
+            cuDNN (GPU) convolution kernels prefer at ImageNet sizes. On a CPU with small inputs (64 px
+            and below) and batches above 1, oneDNN's NHWC 3x3 kernels can be slower than NCHW (measured on
+            Zen 4: 0.6-0.8x at 32 px); ``benchmarks/throughput.py`` shows which wins for your shapes.
         fold_bn: fold each BatchNorm into the convolution before it, including the projection
             shortcuts (``downsample.0/.1``); see ``fold_batchnorm``.
         dtype: ``torch.bfloat16`` or ``torch.float16`` to cast weights (and inputs); ``None`` keeps
@@ -222,6 +224,8 @@ def optimize_for_inference(
     if channels_last or dtype is not None:
         optimized.register_forward_pre_hook(_InputAdapter(dtype, channels_last))
 
+    # The Identity modules that replace folded BatchNorms are new, and in training mode like any new module.
+    optimized.eval()
     # Saving would write folded weights under the original names, which no loader can rebuild.
     # hub.save_pretrained refuses a model carrying this: folded weights no longer fit the saved-folder format.
     optimized.inference_optimizations = applied
@@ -234,6 +238,6 @@ def optimize_for_inference(
                 f"Unknown torch.compile mode {mode!r}; use one of {', '.join(list_mode_options())} (or True)."
             )
         applied["compile"] = mode
-        optimized = FreezingCompiled(torch.compile(optimized, mode=None if mode == "default" else mode))
+        optimized = FreezingCompiled(torch.compile(optimized, mode=None if mode == "default" else mode)).eval()
     logger.info("Optimized %s for inference: %s", type(model).__name__, applied)
     return optimized

@@ -266,3 +266,10 @@ def test_cuda_optimized_logits_match_fp32_eager(dtype):
     finally:
         torch.backends.cudnn.allow_tf32 = previous
     assert error <= LOGIT_TOLERANCE[dtype or torch.float32], f"{dtype}: logit error {error:.2e}"
+
+
+def test_every_module_of_the_optimized_copy_is_in_eval_mode():
+    model = resnetzoo.ResNet(num_layers=[1, 1, 1, 1], num_classes=3)  # a new model is in training mode
+    for optimized in (optimize_for_inference(model), optimize_for_inference(model, compile=True)):
+        # The Identity modules that replace folded BatchNorms (and the compile wrapper) are new modules too.
+        assert [name for name, module in optimized.named_modules() if module.training] == []

@@ -353,3 +353,17 @@ def test_a_server_that_never_answers_times_out_as_configured(fake_published_weig
     finally:
         silent.close()
     assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
+
+
+def test_a_file_that_is_no_checkpoint_says_so_instead_of_blaming_pickle(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"architecture": "resnet18"}')
+    with pytest.raises(WeightsFileError, match=r"neither a PyTorch checkpoint \(torch.save\) nor a safetensors file"):
+        resnetzoo.create("resnet18", pretrained=path)
+
+
+def test_a_folder_as_weights_file_points_to_create_or_its_model_safetensors(tmp_path):
+    resnetzoo.create("resnet18", num_classes=3).save_pretrained(tmp_path / "run")
+    with pytest.raises(WeightsFileError, match=r"it is a folder.*resnetzoo.create\(.*model.safetensors"):
+        resnetzoo.create("resnet18", pretrained=tmp_path / "run")
+    assert resnetzoo.create("resnet18", pretrained=tmp_path / "run" / "model.safetensors").num_classes == 3

@@ -186,6 +186,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         from .safe import load_safetensors
 
         return load_safetensors(path)
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    # torch.save writes a zip archive ("PK"; a truncated one goes on, to be reported as truncated); older files
+    # are a pickle (protocol 2+ starts with 0x80). Anything else (a config.json, an image, a text file) is
+    # named as what it is not, rather than as a refused pickle.
+    if head != b"PK" and head[:1] != b"\x80":
+        raise WeightsFileError(
+            path, f"it is neither a PyTorch checkpoint (torch.save) nor a safetensors file (it starts with {head!r}).",
+            "Pass a .pth/.pt state dict or a .safetensors file, e.g. the model.safetensors of a saved folder.",
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

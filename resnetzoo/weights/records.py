@@ -152,6 +152,12 @@ def resolve_pretrained(model_name: str, pretrained: Any) -> WeightsRecord | Path
         return _record_for_tag(model_name, pretrained.name)
     if isinstance(pretrained, os.PathLike) or (isinstance(pretrained, str) and _looks_like_path(pretrained)):
         path = Path(pretrained).expanduser()
+        if path.is_dir():
+            raise WeightsFileError(
+                path, "it is a folder, and pretrained= takes a weights file.",
+                f"For a folder written by save_pretrained() or a training run, load it whole with "
+                f"resnetzoo.create({str(path)!r}), or pass its weights file: pretrained={str(path / 'model.safetensors')!r}.",
+            )
         if not path.is_file():
             raise WeightsFileError(path, "no such file.", "Check the path, or pass a weights tag such as 'IMAGENET1K_V1'.")
         return path
