@@ -6,19 +6,17 @@ the numbers are produced, consistent with each other, and that the parity gate c
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scripts import load_benchmark_script
 
 import resnetzoo
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 # Short timing: the tests check the plumbing, not the speed. --threads 1 exercises the option; conftest's
 # single_thread fixture gives every test its thread count back afterwards.
 FAST = ["--no-progress", "--min-time", "0.05", "--rounds", "1", "--warmup", "0", "--min-iterations", "2",
@@ -27,12 +25,7 @@ FAST = ["--no-progress", "--min-time", "0.05", "--rounds", "1", "--warmup", "0",
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["throughput"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("throughput", None)
+    yield from load_benchmark_script("throughput")
 
 
 def read_results(out_dir: Path) -> tuple[dict, dict[tuple[int, str], dict]]:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from scripts import load_benchmark_script
 
 import resnetzoo
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "layer_profile.py"
 
 
 @pytest.fixture(scope="module")
 def layer_profile():
-    spec = importlib.util.spec_from_file_location("layer_profile", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["layer_profile"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("layer_profile", None)
+    yield from load_benchmark_script("layer_profile")
 
 
 def test_profile_accounts_for_every_layer_and_the_model_macs(layer_profile, tmp_path, capsys, monkeypatch):
