@@ -136,7 +136,7 @@ class FreezingCompiled(nn.Module):
 
     Freezing makes the weights constants of the compiled graph (pre-packed for oneDNN/cuDNN, folded once)
     instead of inputs read on every call: on a Zen 4 CPU it took resnet50 fp32 at batch 8 from 1.23x to
-    1.45x torchvision eager (ONNX Runtime: 1.50x). The copy is for inference only, so nothing is lost.
+    1.40x torchvision eager (ONNX Runtime: 1.46x in the same run). The copy is for inference only.
     ``torch.compile(options={"freezing": True})`` is not enough: Dynamo decides while tracing, from the
     global ``torch._inductor.config``, whether parameters become constants, and the options reach only
     Inductor (measured: 704 ms instead of 611). So the global flag is set around each call (tracing happens
