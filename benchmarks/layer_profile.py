@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from resnetzoo.optimize import optimize_for_inference
+from resnetzoo.profile import count_macs, module_macs
 
 # Run as a script, benchmarks/ is on sys.path; the tests load this file by path with the same effect.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,14 +53,6 @@ def kind_of(module: nn.Module) -> str:
     return type(module).__name__
 
 
-def macs_of(module: nn.Module, output: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        return output.numel() * module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features
-    return 0
-
-
 def profile_layers(model: nn.Module, images: torch.Tensor, repeats: int, setup: str,
                    ceiling_gflops: float) -> tuple[list[LayerKind], float]:
     """Per layer kind of ``model`` on ``images``, and the unhooked forward time in ms (both medians)."""
@@ -77,7 +70,7 @@ def profile_layers(model: nn.Module, images: torch.Tensor, repeats: int, setup: 
         synchronize(device)
         kind = kind_of(module)
         times[kind].append(time.perf_counter() - starts[module])
-        macs[kind] += macs_of(module, output)
+        macs[kind] += module_macs(module, output)
         calls[kind] += 1
 
     with torch.inference_mode():
@@ -169,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
             optimize_for_inference(ours, dtype=dtype).to(device),
             images.contiguous(memory_format=torch.channels_last)),
     }
-    from resnetzoo.profile import count_macs
-
     macs_per_pass = count_macs(ours, args.image_size) * args.batch_size
     rows: list[LayerKind] = []
     totals: dict[str, float] = {}

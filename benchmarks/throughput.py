@@ -36,17 +36,19 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 from tqdm.auto import tqdm
 
 import resnetzoo
+from resnetzoo.export import export_model, file_name
+from resnetzoo.export.torchscript import quiet_jit
 from resnetzoo.optimize import LOGIT_TOLERANCE, logit_error, optimize_for_inference
 from resnetzoo.profile import count_macs
 
@@ -108,7 +110,6 @@ class Row:
     images_per_cpu_s: float | None = None
     speedup_cpu_time: float | None = None
     build_s: float | None = None
-    note: str = ""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -335,15 +336,6 @@ def build_compiled(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
     return optimize_for_inference(ctx.resnetzoo_model, dtype=dtype, compile=ctx.compile_mode)
 
 
-@contextlib.contextmanager
-def quiet_jit() -> Iterator[None]:
-    # torch 2.14 deprecates torch.jit.* in favour of torch.compile/torch.export with a FutureWarning per call;
-    # TorchScript is still what many C++ deployments load, so we measure it anyway.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
-        yield
-
-
 def build_torchscript(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
     # Trace the model with BN already folded in fp32 and then cast. torch.jit.freeze would fold BN by itself, but
     # after the cast: in bf16 that rounds the folded scale twice, and on a trained resnet50 the logits moved
@@ -364,10 +356,9 @@ def build_torchscript(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
 def onnx_file(ctx: Context) -> Path:
     """The model's ONNX file: from ``--onnx-dir`` when given, else exported once per model and dtype."""
     half = ctx.precision == "fp16"
-    file_names = ["model.fp16.onnx"] if half else ["model.onnx"]
     if ctx.onnx_dir is not None:
-        candidates = [ctx.onnx_dir / ctx.name / n for n in file_names] + [
-            ctx.onnx_dir / f"{ctx.name}{'.fp16' if half else ''}.onnx"]
+        candidates = [ctx.onnx_dir / ctx.name / file_name("onnx", half),
+                      ctx.onnx_dir / f"{ctx.name}{'.fp16' if half else ''}.onnx"]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
@@ -375,19 +366,16 @@ def onnx_file(ctx: Context) -> Path:
                    f"{', '.join(str(c.relative_to(ctx.onnx_dir)) for c in candidates)})")
     key = (ctx.name, ctx.precision)
     if key not in ctx.onnx_cache:
-        from resnetzoo.export import export_model
-
         out_dir = ctx.work_dir / "onnx" / ctx.name
         # verify=False: the benchmark runs its own, stricter parity check against torchvision right after.
-        model = copy.deepcopy(ctx.resnetzoo_model).cpu().eval()
-        export_model(model, out_dir, formats=["onnx"], image_size=ctx.images.shape[-1], fp16=half, verify=False,
-                     progress=False)
-        ctx.onnx_cache[key] = out_dir / file_names[0]
+        # export_model works on a CPU copy of the model it is given.
+        export_model(ctx.resnetzoo_model, out_dir, formats=["onnx"], image_size=ctx.images.shape[-1], fp16=half,
+                     verify=False, progress=False)
+        ctx.onnx_cache[key] = out_dir / file_name("onnx", half)
     return ctx.onnx_cache[key]
 
 
 def build_onnxruntime(ctx: Context, provider: str) -> Backend:
-    import numpy as np
     import onnxruntime as ort
 
     if ctx.precision == "bf16":
@@ -494,13 +482,6 @@ def time_iterations(backend: Backend, images: torch.Tensor, iterations: int,
         latencies.append((time.perf_counter() - start) * 1e3)
         cpu_times.append((time.process_time() - cpu_start) * 1e3)
     return latencies, ([] if device.type == "cuda" else cpu_times)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -745,14 +726,13 @@ def run_config(ctx: Context, args: argparse.Namespace, macs: int, ceiling_gflops
         row = rows[backend.name]
         latencies = backend.latencies_ms
         row.iterations = len(latencies)
-        row.latency_p50_ms = percentile(latencies, 50)
-        row.latency_p90_ms = percentile(latencies, 90)
-        row.latency_p99_ms = percentile(latencies, 99)
+        row.latency_p50_ms, row.latency_p90_ms, row.latency_p99_ms = (
+            float(v) for v in np.percentile(latencies, [50, 90, 99]))
         row.images_per_s = batch_size / (row.latency_p50_ms / 1e3)
         row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
         row.percent_of_ceiling = 100 * row.gflops_per_s / ceiling_gflops
         if backend.cpu_ms:
-            row.cpu_ms_p50 = percentile(backend.cpu_ms, 50)
+            row.cpu_ms_p50 = float(np.median(backend.cpu_ms))
             row.images_per_cpu_s = batch_size / (row.cpu_ms_p50 / 1e3) if row.cpu_ms_p50 > 0 else None
     baseline = rows.get(BASELINE)
     if baseline is not None and baseline.images_per_s:

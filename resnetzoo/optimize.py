@@ -208,6 +208,15 @@ def optimize_for_inference(
     if compile is not None and not isinstance(compile, (bool, str)):
         raise OptimizationError(f"compile must be a torch.compile mode string, True, False or None; got {compile!r}.")
 
+    mode = "default" if compile is True else compile
+    if compile:  # checked before any copying or tracing
+        from torch._inductor import list_mode_options  # imports Inductor: only when compiling
+
+        if mode not in list_mode_options():
+            raise OptimizationError(
+                f"Unknown torch.compile mode {mode!r}; use one of {', '.join(list_mode_options())} (or True)."
+            )
+
     optimized = copy.deepcopy(model).eval()
     # Inference only: no autograd state in the parameters, so a forward never builds a graph by accident.
     for parameter in optimized.parameters():
@@ -230,13 +239,6 @@ def optimize_for_inference(
     # hub.save_pretrained refuses a model carrying this: folded weights no longer fit the saved-folder format.
     optimized.inference_optimizations = applied
     if compile:
-        mode = "default" if compile is True else compile
-        from torch._inductor import list_mode_options  # imports Inductor: only when compiling
-
-        if mode not in list_mode_options():
-            raise OptimizationError(
-                f"Unknown torch.compile mode {mode!r}; use one of {', '.join(list_mode_options())} (or True)."
-            )
         applied["compile"] = mode
         optimized = FreezingCompiled(torch.compile(optimized, mode=None if mode == "default" else mode)).eval()
     logger.info("Optimized %s for inference: %s", type(model).__name__, applied)

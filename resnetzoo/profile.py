@@ -5,11 +5,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "count_macs"]
+__all__ = ["count_parameters", "count_macs", "module_macs"]
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def module_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one convolution or linear layer call that produced ``output``; 0 for other layers."""
+    if isinstance(module, nn.Conv2d):
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        return output.numel() * kernel * module.in_channels // module.groups
+    if isinstance(module, nn.Linear):
+        return output.numel() * module.in_features
+    return 0
 
 
 def count_macs(model: nn.Module, image_size: int = 224, in_chans: int | None = None) -> int:
@@ -23,24 +33,15 @@ def count_macs(model: nn.Module, image_size: int = 224, in_chans: int | None = N
         in_chans = first_conv.in_channels
     total = 0
 
-    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        kernel = module.kernel_size[0] * module.kernel_size[1]
-        total += output.numel() * kernel * module.in_channels // module.groups
-
-    def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += output.numel() * module.in_features
+        total += module_macs(module, output)
 
     import copy
 
     meta_model = copy.deepcopy(model).to("meta").eval()
-    handles = []
-    for module in meta_model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+    handles = [module.register_forward_hook(hook) for module in meta_model.modules()
+               if isinstance(module, nn.Conv2d | nn.Linear)]
     with torch.no_grad():
         meta_model(torch.empty(1, in_chans, image_size, image_size, device="meta"))
     for handle in handles:

@@ -316,7 +316,8 @@ def export_model(
     dtype = "float16" if fp16 else "float32"
     metadata = export_metadata(config, image_size, dtype, __version__)
     _, in_chans, height, _ = metadata["input_shape"]
-    reference_model = copy.deepcopy(model).float().cpu().eval()
+    # The caller's own module is copied (it must not change); one built here from a name or folder is ours.
+    reference_model = (copy.deepcopy(model) if isinstance(source, torch.nn.Module) else model).float().cpu().eval()
     if verify_images is not None:
         inputs, input_set = _image_inputs(verify_images, metadata, num_verify_inputs)
     else:
@@ -368,8 +369,6 @@ def export_model(
             with contextlib.suppress(OSError):  # only when empty: a refused export leaves no trace
                 out_dir.rmdir()
         raise
-    finally:
-        _remove(temporary.values())
     # DEBUG, not INFO: the returned manifest says what was written, and the CLI prints its own summary last.
     logger.debug("Wrote %s and %s to %s", ", ".join(file_name(k, fp16) for k in kinds), MANIFEST_NAME, out_dir)
     return manifest

@@ -107,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_GATE_FAILED
     except (ResnetzooError, OSError) as error:
-        # KeyError subclasses quote their message in str(); args[0] is the sentence itself.
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         package_logger.removeHandler(handler)

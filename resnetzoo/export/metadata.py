@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ..config import ModelConfig
+from ..transforms import eval_transform_config
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -19,7 +20,6 @@ __all__ = [
     "EXTRA_FILE_NAME",
     "JSON_KEYS",
     "resolve_class_names",
-    "scaled_eval_transform",
     "export_metadata",
     "to_onnx_props",
     "from_onnx_props",
@@ -50,24 +50,10 @@ def resolve_class_names(config: ModelConfig) -> list[str]:
     return [f"class_{index}" for index in range(config.num_classes)]
 
 
-def scaled_eval_transform(eval_transform: dict[str, Any], image_size: int | None) -> dict[str, Any]:
-    """The eval transform for a different crop size, keeping the resize/crop ratio the weights were evaluated with."""
-    transform = {
-        "resize_size": int(eval_transform["resize_size"]),
-        "crop_size": int(eval_transform["crop_size"]),
-        "mean": [float(v) for v in eval_transform["mean"]],
-        "std": [float(v) for v in eval_transform["std"]],
-        "interpolation": str(eval_transform.get("interpolation", "bilinear")),
-    }
-    if image_size is not None and image_size != transform["crop_size"]:
-        transform["resize_size"] = round(image_size * transform["resize_size"] / transform["crop_size"])
-        transform["crop_size"] = int(image_size)
-    return transform
-
-
 def export_metadata(config: ModelConfig, image_size: int | None, dtype: str, resnetzoo_version: str) -> dict[str, Any]:
     """Everything a consumer of an exported file needs, as a JSON-serialisable dict."""
-    transform = scaled_eval_transform(config.eval_transform, image_size)
+    # The weights' preprocessing at the exported size (resize/crop ratio, mean, std kept), as training used it.
+    transform = eval_transform_config(image_size, weights=config)
     crop = transform["crop_size"]
     architecture = config.architecture or (
         f"ResNet(block={config.block}, num_layers={config.num_layers}, groups={config.groups}, "

@@ -27,7 +27,8 @@ _pointer_logged = False
 
 
 @contextlib.contextmanager
-def _quiet_jit() -> Iterator[None]:
+def quiet_jit() -> Iterator[None]:
+    """torch 2.14 deprecates ``torch.jit`` with a warning per call; TorchScript is still what C++ loads."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
@@ -40,7 +41,7 @@ def export_torchscript(model: torch.nn.Module, path: Path, metadata: dict[str, A
     if not _pointer_logged:
         logger.info("TorchScript is deprecated upstream; for new deployments prefer the torch.export program (.pt2).")
         _pointer_logged = True
-    with _quiet_jit():
+    with quiet_jit():
         # Scripting, not tracing: a scripted module keeps any control flow and no example input is baked in.
         scripted = torch.jit.script(model)
         torch.jit.save(scripted, str(path), _extra_files={EXTRA_FILE_NAME: json.dumps(metadata)})
@@ -50,7 +51,7 @@ def export_torchscript(model: torch.nn.Module, path: Path, metadata: dict[str, A
 def load_torchscript(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The scripted module on the CPU and its ``resnetzoo.json`` metadata ({} when absent)."""
     extra = {EXTRA_FILE_NAME: ""}
-    with _quiet_jit():
+    with quiet_jit():
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     raw = extra[EXTRA_FILE_NAME]
     raw = raw.decode("utf-8") if isinstance(raw, bytes) else raw
