@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,6 @@ class DemoSettings:
     export: bool = True
     benchmark: bool = True
     accuracy_goal: float | None = DEMO_ACCURACY_GOAL  # checked only on the embedded digits
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _choose_weights(settings: DemoSettings) -> tuple[Any, str]:
@@ -110,7 +109,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from . import create
     from .data import load_splits
     from .predict import draw_prediction_grid, predict
-    from .train import Trainer
+    from .train import CURVES_PNG, Trainer
+    from .weights.records import preprocessing_record
 
     started = time.monotonic()
     on_digits = settings.data is None
@@ -133,7 +133,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     pretrained, how = _choose_weights(settings)
     print(f"Training {settings.model} {how}.")
     # Small digits keep their own eval transform (32 px); real photos use the weights' (e.g. resize 232, crop 224).
-    eval_weights = _weights_for(settings.model, pretrained) if pretrained and not on_digits else None
+    eval_weights = preprocessing_record(settings.model, pretrained) if pretrained and not on_digits else None
     splits = load_splits(data_dir, image_size=image_size, weights=eval_weights, manifest=out_dir / "splits.json",
                          # Digits must not be mirrored (a mirrored 2 is no digit) nor cropped to a sliver.
                          crop_scale=(0.7, 1.0) if on_digits else (0.08, 1.0), hflip=not on_digits)
@@ -145,11 +145,11 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
                       lr=settings.lr, num_workers=settings.num_workers, out_dir=run_dir, overwrite=True)
     trainer.train()
     best = create(run_dir)
-    test_metrics = trainer.evaluate("test", model=best.to(trainer.device))
+    test_metrics = trainer.test_metrics  # the best epoch's weights on the test split, measured by train()
     summary["test"] = test_metrics
     summary["weights"] = how
     print(f"Test split, best epoch: acc@1 {test_metrics['acc1']:.4f}  acc@5 {test_metrics['acc5']:.4f}  "
-          f"({test_metrics.get('num_samples', len(splits['test']))} images)")
+          f"({test_metrics['num_samples']} images)")
     summary["files"]["run folder (model.safetensors, config.json, checkpoint, history)"] = str(run_dir)
 
     _step(3, "Figures")
@@ -160,8 +160,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     grid = draw_prediction_grid(paths, predictions, out_dir / "predictions.png")
     print(f"Prediction grid: {grid}")
     summary["files"]["prediction grid"] = str(grid)
-    curves = next(iter(sorted(run_dir.glob("*.png"))), None)
-    if curves is not None:
+    curves = run_dir / CURVES_PNG
+    if curves.is_file():  # needs matplotlib (the plots extra)
         print(f"Training curves: {curves}")
         summary["files"]["training curves"] = str(curves)
 
@@ -217,12 +217,6 @@ def _clear_previous_demo(out_dir: Path, data_dir: Path) -> None:
             path.unlink()
 
 
-def _weights_for(model_name: str, pretrained: Any) -> Any:
-    from .weights import resolve_pretrained
-
-    return resolve_pretrained(model_name, pretrained)
-
-
 def _export_and_predict(run_dir: Path, export_dir: Path, images: Sequence[str], truths: Sequence[str],
                         summary: dict[str, Any]) -> dict[str, Any]:
     from .export import export_model
@@ -271,7 +265,8 @@ def _print_summary(summary: dict[str, Any], goal_met: bool | None) -> None:
     test = summary["test"]
     print(f"Model trained {summary['weights']}; test acc@1 {test['acc1']:.4f}.")
     if goal_met is not None:
-        print(f"Accuracy goal (>= {DEMO_ACCURACY_GOAL:.2f} on the digits): {'met' if goal_met else 'NOT met'}.")
+        goal = summary["accuracy_goal"]["goal"]
+        print(f"Accuracy goal (>= {goal:.2f} on the digits): {'met' if goal_met else 'NOT met'}.")
     print(f"Finished in {summary['seconds']:.0f} s. Files:")
     width = max(len(k) for k in summary["files"])
     for what, where in summary["files"].items():

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from .errors import ResnetzooError
 
 __all__ = ["DistributedContext", "DistributedError", "init_distributed", "resolve_device", "all_reduce_sum",
-           "broadcast_object", "all_gather_object", "broadcast_tensors", "barrier", "cleanup"]
+           "all_gather_object", "broadcast_tensors", "barrier", "cleanup"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +99,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def broadcast_object(value: object, source: int = 0) -> object:
-    """Rank ``source``'s ``value`` on every rank (e.g. a decision only rank 0 can take)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=source)
-    return holder[0]
 
 
 def all_gather_object(value: object) -> list[object]:

@@ -174,19 +174,6 @@ class _ShardedEpochSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-class _ShardSampler(torch.utils.data.Sampler):
-    """Every ``world_size``-th index from ``rank``, in order, without padding (so metrics count each image once)."""
-
-    def __init__(self, size: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, size, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 class Trainer:
     """Fine-tunes a classifier on ``datasets["train"]``, selecting the best epoch by ``datasets["val"]`` acc@1
     (by the lowest training loss when there is no val split).
@@ -317,7 +304,8 @@ class Trainer:
         own = any(dataset is d for d in self.datasets.values())
         if own and id(dataset) in self._eval_loaders:
             return self._eval_loaders[id(dataset)]
-        sampler = _ShardSampler(len(dataset), self.context.rank, self.context.world_size)
+        # Every world_size-th image from this rank, in order, without padding: metrics count each image once.
+        sampler = range(self.context.rank, len(dataset), self.context.world_size)
         options = self._loader_options()
         options["persistent_workers"] = own and options["persistent_workers"]
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.recipe.eval_batch_size or 2 * self.recipe.batch_size,
@@ -928,7 +916,7 @@ def _model_for(args: argparse.Namespace) -> tuple[nn.Module | None, Any]:
     Also returns what the eval transform should follow: the pretrained weights, a folder's config, or None.
     """
     from .config import ModelConfig, build_model
-    from .weights.records import WeightsRecord, resolve_pretrained
+    from .weights.records import preprocessing_record
 
     if args.resume:
         state = load_checkpoint(args.out / CHECKPOINT_NAME)
@@ -940,8 +928,7 @@ def _model_for(args: argparse.Namespace) -> tuple[nn.Module | None, Any]:
         from .hub import read_config
 
         return None, read_config(Path(args.model)).eval_transform
-    weights = resolve_pretrained(args.model, args.pretrained)
-    return None, weights if isinstance(weights, WeightsRecord) else None
+    return None, preprocessing_record(args.model, args.pretrained)
 
 
 if __name__ == "__main__":

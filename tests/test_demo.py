@@ -60,3 +60,21 @@ def test_a_new_demo_run_replaces_the_previous_one_but_keeps_the_split_of_the_sam
 def test_default_output_folder_is_one_per_dataset(tmp_path):
     assert default_out_dir(None).as_posix() == "demo_output/digits"
     assert default_out_dir(tmp_path / "PokemonData").as_posix() == "demo_output/PokemonData"
+
+
+def test_own_data_with_a_weights_file_trains_and_uses_the_default_preprocessing(tmp_path, capsys):
+    # A weights file records no preprocessing: the split must not try to read a transform from a path.
+    import torch
+    from images import write_color_classes
+
+    import resnetzoo
+
+    weights = tmp_path / "start.pth"
+    torch.save(resnetzoo.create("resnet18", num_classes=3).state_dict(), weights)
+    data = write_color_classes(tmp_path / "photos", per_class=6, size=32)
+    settings = DemoSettings(data=data, out_dir=tmp_path / "demo", model="resnet18", pretrained=str(weights), epochs=1,
+                            batch_size=8, image_size=32, export=False, benchmark=False)
+    summary = run_demo(settings)
+    assert 0.0 <= summary["test"]["acc1"] <= 1.0
+    assert summary["test"]["num_samples"] > 0
+    assert (tmp_path / "demo" / "run" / "model.safetensors").is_file()

@@ -26,7 +26,7 @@ from resnetzoo import hub
 from resnetzoo.config import ConfigError, ModelConfig
 from resnetzoo.errors import ResnetzooError, WeightsFileError
 from resnetzoo.weights.files import load_state_dict_file
-from resnetzoo.weights.safe import MAX_HEADER_BYTES, load_safetensors, read_safetensors_metadata
+from resnetzoo.weights.safe import MAX_HEADER_BYTES, load_safetensors, read_safetensors_header
 
 # Hostile pickles use protocols torch.load warns about before refusing them; the warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -146,11 +146,11 @@ def test_a_valid_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path
     assert load_safetensors(path)["a"].item() == 1.0
 
 
-def test_metadata_reader_refuses_the_same_files(tmp_path):
+def test_header_reader_refuses_the_same_files(tmp_path):
     path = tmp_path / "w.safetensors"
     path.write_bytes(SAFETENSORS_CASES["metadata_not_strings"])
     with pytest.raises(WeightsFileError, match="__metadata__"):
-        read_safetensors_metadata(path)
+        read_safetensors_header(path)
 
 
 # ------------------------------------------------------------------------------------------ pickles
@@ -305,7 +305,7 @@ def test_arbitrary_bytes_never_escape_the_file_loaders(data):
             path.write_bytes(data)
             _only_our_errors(lambda path=path: load_state_dict_file(path))
         _only_our_errors(lambda: load_safetensors(Path(folder) / "x.safetensors"))
-        _only_our_errors(lambda: read_safetensors_metadata(Path(folder) / "x.safetensors"))
+        _only_our_errors(lambda: read_safetensors_header(Path(folder) / "x.safetensors"))
 
 
 @pytest.fixture(scope="module")

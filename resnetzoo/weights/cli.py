@@ -209,8 +209,6 @@ def cmd_download(specs: Sequence[str], everything: bool = False, to: Path | None
             url = files.weights_url(record)
             try:
                 files.download_url(url, destination, record.sha256_prefix, progress=progress)
-            except WeightsFileError:
-                raise
             except OSError as error:  # URLError, HTTPError, timeouts: nothing was kept for this file
                 reason = error if hasattr(error, "code") else getattr(error, "reason", error)  # "HTTP Error 404: ..."
                 raise WeightsUnavailableError(

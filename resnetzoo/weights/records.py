@@ -19,7 +19,8 @@ from typing import Any
 from ..errors import UnknownWeightsError, WeightsFileError
 from ..registry import get_variant
 
-__all__ = ["WeightsRecord", "weights_records", "default_record", "resolve_pretrained", "WEIGHTS_SUFFIXES"]
+__all__ = ["WeightsRecord", "weights_records", "default_record", "resolve_pretrained", "preprocessing_record",
+           "WEIGHTS_SUFFIXES"]
 
 WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 
@@ -130,6 +131,16 @@ def _is_weights_enum(value: Enum) -> bool:
 
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.lower().endswith(WEIGHTS_SUFFIXES) or Path(value).exists()
+
+
+def preprocessing_record(model_name: str, pretrained: Any) -> WeightsRecord | None:
+    """The published weights whose eval transform data should follow, or None.
+
+    A weights file (``pretrained=Path``) records no preprocessing, so it gets the dataset's default, as
+    random init does; only a published tag says how its images were resized and normalised.
+    """
+    resolved = resolve_pretrained(model_name, pretrained)
+    return resolved if isinstance(resolved, WeightsRecord) else None
 
 
 def resolve_pretrained(model_name: str, pretrained: Any) -> WeightsRecord | Path | None:

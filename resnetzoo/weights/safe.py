@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from ..errors import WeightsFileError
 
-__all__ = ["load_safetensors", "read_safetensors_header", "read_safetensors_metadata", "MAX_HEADER_BYTES"]
+__all__ = ["load_safetensors", "read_safetensors_header", "MAX_HEADER_BYTES"]
 
 # The format caps the header at 100 MB; real ResNet headers are a few tens of kilobytes.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -121,11 +121,6 @@ def _check_entries(header: dict[str, Any], path: Path, data_size: int) -> None:
 
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
-
-
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The ``__metadata__`` strings of a safetensors file (resnetzoo stores its config there)."""
-    return dict(read_safetensors_header(path).get("__metadata__") or {})
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
