@@ -208,39 +208,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "its labels are class numbers, so these predictions mean nothing. Pass a run folder, a saved folder "
                   "or hf-hub:org/name.", file=sys.stderr)
         entries = _expand(args.images, _class_names(model))
-        readable, failed = [], 0
-        for path, truth in entries:
-            try:
-                readable.append((path, truth, load_image(path)))
-            except BrokenImageError as error:  # report it by path, keep going with the others
-                print(f"error: {error}", file=sys.stderr)
-                failed += 1
-        if not readable:
+        # One batch of files at a time: a folder of any size is decoded batch by batch, never held in memory
+        # whole; only the first --grid-max images are kept, for the grid.
+        predictions: list[Prediction] = []
+        shown: list[Image.Image] = []
+        failed = 0
+        for start in range(0, len(entries), args.batch_size):
+            readable = []
+            for path, truth in entries[start : start + args.batch_size]:
+                try:
+                    readable.append((path, truth, load_image(path)))
+                except BrokenImageError as error:  # report it by path, keep going with the others
+                    print(f"error: {error}", file=sys.stderr)
+                    failed += 1
+            if not readable:
+                continue
+            batch = predict(model, [image for _, _, image in readable], topk=args.topk, batch_size=args.batch_size,
+                            true_labels=[truth for _, truth, _ in readable])
+            for (path, _, image), prediction in zip(readable, batch, strict=True):
+                prediction.source = str(path)
+                _print_prediction(prediction)
+                if args.grid is not None and len(shown) < args.grid_max:
+                    shown.append(image)
+            predictions += batch
+        if not predictions:
             print("error: no readable images given.", file=sys.stderr)
             return 2
-        predictions = predict(model, [image for _, _, image in readable], topk=args.topk, batch_size=args.batch_size,
-                              true_labels=[truth for _, truth, _ in readable])
     except (ResnetzooError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for (path, _, _), prediction in zip(readable, predictions, strict=True):
-        prediction.source = str(path)
-        truth = f"  (true: {prediction.true_label})" if prediction.true_label is not None else ""
-        print(f"{path}{truth}")
-        for label, probability in zip(prediction.labels, prediction.probabilities, strict=True):
-            print(f"  {probability:7.2%}  {label}")
     known = [p for p in predictions if p.correct is not None]
     if known:
         print(f"acc@1 on {len(known)} labelled images: {sum(p.correct for p in known) / len(known):.4f}")
     if args.grid is not None:
-        shown = readable[: args.grid_max]
         try:
-            draw_prediction_grid([image for _, _, image in shown], predictions[: len(shown)], args.grid)
+            draw_prediction_grid(shown, predictions[: len(shown)], args.grid)
         except (ResnetzooError, OSError) as error:
             print(f"error: the grid was not drawn: {error}", file=sys.stderr)
             return 2
         print(f"Grid written to {args.grid}")
     return 1 if failed else 0
+
+
+def _print_prediction(prediction: Prediction) -> None:
+    truth = f"  (true: {prediction.true_label})" if prediction.true_label is not None else ""
+    print(f"{prediction.source}{truth}")
+    for label, probability in zip(prediction.labels, prediction.probabilities, strict=True):
+        print(f"  {probability:7.2%}  {label}")
 
 
 def _is_architecture_name(model: str) -> bool:

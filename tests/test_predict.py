@@ -197,3 +197,22 @@ def test_pil_images_are_converted_like_files(run, tmp_path):
     from_pil = predict(run / "run", [Image.open(tmp_path / "grey16.png")], topk=3)[0]
     assert from_pil.indices == from_file.indices
     np.testing.assert_allclose(from_pil.probabilities, from_file.probabilities, atol=1e-6)
+
+
+def test_predict_cli_decodes_one_batch_at_a_time_and_keeps_only_the_grid_images(run, tmp_path, capsys, monkeypatch):
+    import resnetzoo.predict as predict_module
+
+    batches, grids = [], []
+    real_predict = predict_module.predict
+    monkeypatch.setattr(predict_module, "predict",
+                        lambda model, images, **kwargs: batches.append(len(images)) or real_predict(model, images,
+                                                                                                   **kwargs))
+    monkeypatch.setattr(predict_module, "draw_prediction_grid",
+                        lambda images, predictions, path: grids.append((len(images), len(predictions))) or path)
+    status = main([str(run / "run"), str(run / "data"), "--batch-size", "5", "--grid", str(tmp_path / "g.png"),
+                   "--grid-max", "7"])
+    assert status == 0
+    assert batches == [5, 5, 2]  # 12 images, never more than one batch decoded at once
+    assert grids == [(7, 7)]
+    out = capsys.readouterr().out
+    assert out.count("%") == 12 * 3 and "acc@1 on 12 labelled images" in out  # top-5 capped at the 3 classes
