@@ -235,13 +235,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+# Folders that tools leave behind and that never hold images to classify (macOS zips: __MACOSX/._x.jpg).
+_IGNORED_NAMES = {"__MACOSX", "__pycache__"}
+
+
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded to the image files inside them (recursively, sorted)."""
+    """Files as given; folders expanded to the image files inside them (recursively, sorted), hidden files and
+    tool folders left out. The same rule as ``resnetzoo.data.find_image_files``, restated because this script
+    must run without torch; a test keeps the two equal."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(
+                p for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                and not any(part.startswith(".") or part in _IGNORED_NAMES for part in p.relative_to(path).parts)
+            )
         else:
             found.append(path)  # a missing or unreadable file is reported by path when it is loaded
     return found

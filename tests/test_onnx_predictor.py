@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from scripts import load_module
 from torchvision.transforms import InterpolationMode, v2
 
 from resnetzoo.config import ModelConfig, build_model
@@ -40,11 +40,7 @@ runpy.run_path(script, run_name="__main__")
 
 
 def load_predictor_module():
-    spec = importlib.util.spec_from_file_location("predict_onnx", PREDICTOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["predict_onnx"] = module  # dataclasses and pickling look modules up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_module(PREDICTOR, "predict_onnx")
 
 
 
@@ -283,19 +279,14 @@ def test_triton_repository_refuses_a_file_with_a_fixed_batch_axis(model_and_onnx
         value.type.tensor_type.shape.dim[0].dim_value = 1  # what a careless export produces
     fixed = tmp_path / "fixed.onnx"
     onnx.save_model(proto, str(fixed))
-    spec = importlib.util.spec_from_file_location("triton_repository", TRITON_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_triton_module()
     assert module.main([str(fixed), "--repository", str(tmp_path / "repo"), "--name", "x"]) == 2
     assert "batch axis is fixed at 1" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()
 
 
 def load_triton_module():
-    spec = importlib.util.spec_from_file_location("triton_repository", TRITON_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TRITON_SCRIPT, "triton_repository")
 
 
 @pytest.mark.parametrize("name", ["../escaped", "a/b", ".", "..", 'fruit"\nbackend: "python', ""])
@@ -334,3 +325,16 @@ def test_triton_repository_opens_one_onnxruntime_session(model_and_onnx, tmp_pat
     module.write_repository(model_and_onnx[1], tmp_path / "repo", "fruit")
     assert len(sessions) == 1
     assert (tmp_path / "repo" / "fruit" / "labels.txt").read_text().splitlines() == CLASS_NAMES
+
+
+def test_folder_expansion_matches_resnetzoo_including_hidden_and_tool_files(tmp_path):
+    # The torch-free predictor restates resnetzoo.data's rule; a macOS zip's __MACOSX/._x.jpg must not reach it.
+    from resnetzoo.data import IMAGE_SUFFIXES, find_image_files
+
+    predictor = load_predictor_module()
+    for relative in ("a.jpg", "b/c.PNG", "._d.jpg", ".hidden/e.jpg", "__MACOSX/._a.jpg", "notes.txt", "f.webp"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    assert predictor.find_images([tmp_path]) == find_image_files(tmp_path)
+    assert [p.name for p in predictor.find_images([tmp_path])] == ["a.jpg", "c.PNG", "f.webp"]
+    assert set(predictor.IMAGE_SUFFIXES) == set(IMAGE_SUFFIXES)
