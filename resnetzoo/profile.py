@@ -25,8 +25,9 @@ def module_macs(module: nn.Module, output: torch.Tensor) -> int:
 def count_macs(model: nn.Module, image_size: int = 224, in_chans: int | None = None) -> int:
     """Multiply-accumulates of convolutions and linear layers for one image (what torchvision calls GFLOPS).
 
-    Counted from the output shapes seen by forward hooks on a meta-device copy, so it costs no
-    memory or compute. BatchNorm, ReLU, pooling and additions are left out, as in torchvision.
+    Counted from the output shapes seen by forward hooks while the model runs on meta tensors
+    (``torch.func.functional_call`` with meta stand-ins for its weights): no copy of the model, no memory for
+    activations, no arithmetic. BatchNorm, ReLU, pooling and additions are left out, as in torchvision.
     """
     if in_chans is None:
         first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -37,13 +38,17 @@ def count_macs(model: nn.Module, image_size: int = 224, in_chans: int | None = N
         nonlocal total
         total += module_macs(module, output)
 
-    import copy
-
-    meta_model = copy.deepcopy(model).to("meta").eval()
-    handles = [module.register_forward_hook(hook) for module in meta_model.modules()
+    meta_state = {name: torch.empty_like(tensor, device="meta")
+                  for name, tensor in [*model.named_parameters(), *model.named_buffers()]}
+    handles = [module.register_forward_hook(hook) for module in model.modules()
                if isinstance(module, nn.Conv2d | nn.Linear)]
-    with torch.no_grad():
-        meta_model(torch.empty(1, in_chans, image_size, image_size, device="meta"))
-    for handle in handles:
-        handle.remove()
-    return total
+    try:
+        with torch.no_grad():
+            # Two images, not one: a model left in training mode has BatchNorms that refuse a single value per
+            # channel (a 1x1 map at the last stage). MACs grow linearly with the batch, so half is one image's.
+            images = torch.empty(2, in_chans, image_size, image_size, device="meta")
+            torch.func.functional_call(model, meta_state, (images,))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total // 2
