@@ -22,13 +22,16 @@ API_SECTIONS: list[tuple[str, list[str]]] = [
     ("resnetzoo.train", ["Trainer", "TrainConfig"]),
     ("resnetzoo.predict", ["predict", "draw_prediction_grid"]),
     ("resnetzoo.transforms", ["eval_transform", "train_transform"]),
-    ("resnetzoo.hub", ["save_pretrained", "load_pretrained", "push_to_hub"]),
+    ("resnetzoo.hub", ["save_pretrained", "load_pretrained", "push_to_hub", "HubError"]),
     ("resnetzoo.export", ["export_model"]),
     ("resnetzoo.weights", ["weights_records", "resolve_pretrained", "fetch_weights", "cache_dir", "load_state_dict_file",
                            "fit_state_dict"]),
     ("resnetzoo.profile", ["count_parameters", "count_macs"]),
     ("resnetzoo.errors", ["ResnetzooError", "UnknownModelError", "UnknownWeightsError", "WeightsFileError",
-                          "WeightsHashMismatchError", "WeightsUnavailableError", "StateDictMismatchError"]),
+                          "WeightsHashMismatchError", "WeightsUnavailableError", "StateDictMismatchError",
+                          "ModelSourceError"]),
+    # Raised by its own module, and a ResnetzooError like every error above (as is hub.HubError).
+    ("resnetzoo.config", ["ConfigError"]),
 ]
 
 

@@ -338,3 +338,15 @@ def test_folder_expansion_matches_resnetzoo_including_hidden_and_tool_files(tmp_
     assert predictor.find_images([tmp_path]) == find_image_files(tmp_path)
     assert [p.name for p in predictor.find_images([tmp_path])] == ["a.jpg", "c.PNG", "f.webp"]
     assert set(predictor.IMAGE_SUFFIXES) == set(IMAGE_SUFFIXES)
+
+
+def test_triton_repository_cpu_instances_and_version_folder(model_and_onnx, tmp_path):
+    repository = tmp_path / "model_repository"
+    assert load_triton_module().main([str(model_and_onnx[1]), "--repository", str(repository), "--name", "fruit",
+                                      "--cpu", "--version", "3"]) == 0
+    folder = repository / "fruit"
+    assert (folder / "3" / "model.onnx").read_bytes() == model_and_onnx[1].read_bytes()
+    assert not (folder / "1").exists()
+    config = (folder / "config.pbtxt").read_text()
+    assert "KIND_CPU" in config and "KIND_GPU" not in config
+    assert "max_batch_size: 64" in config  # the documented default
