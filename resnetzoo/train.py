@@ -141,37 +141,22 @@ def _native_bf16(device: torch.device) -> bool:
             return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-class _ShardedEpochSampler(torch.utils.data.Sampler):
-    """Yields ``(index, epoch)`` for this rank: a permutation seeded by ``(seed, epoch)``, padded and sharded.
+class _ShardedEpochSampler(torch.utils.data.DistributedSampler):
+    """``DistributedSampler`` (shuffled per ``(seed, epoch)``, padded and sharded), yielding ``(index, epoch)``.
 
-    Like ``DistributedSampler``, but yields the epoch with each index so the dataset can seed each
-    sample's augmentation from (seed, epoch, index) alone: results then do not depend on the number
-    of workers or on where a resumed run restarted. The sampler runs in the main process, so this also
-    works with persistent workers.
+    The epoch travels with each index so that the dataset can seed each sample's augmentation from
+    (seed, epoch, index) alone: results then do not depend on the number of workers or on where a resumed
+    run restarted. The sampler runs in the main process, so this also works with persistent workers.
     """
 
     def __init__(self, size: int, rank: int, world_size: int, seed: int, with_epoch: bool = True) -> None:
-        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        # The dataset only needs a length here; the sampler never reads it. No process group is required.
+        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         self.with_epoch = with_epoch  # False for datasets that take plain indices (e.g. torchvision's ImageFolder)
-        self.epoch = 0
-        self.num_samples = math.ceil(size / world_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int] | int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        # Equal steps on every rank: repeat the order (as DistributedSampler does) rather than take a slice of it,
-        # which is too short when there are more than twice as many ranks as samples.
-        total = self.num_samples * self.world_size
-        if order:
-            order = (order * math.ceil(total / len(order)))[:total]
-        for index in order[self.rank :: self.world_size]:
+        for index in super().__iter__():
             yield (index, self.epoch) if self.with_epoch else index
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 class Trainer:
