@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from images import write_color_classes
 
 import resnetzoo
 from resnetzoo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
@@ -27,17 +27,9 @@ def tiny_model(num_classes=3, seed=0):
     return build_model(ModelConfig(architecture=None, num_classes=num_classes, num_layers=[1, 1, 1, 1]))
 
 
-def make_folder(root, num_classes=3, per_class=6, size=20, seed=0):
-    """Classes told apart by their dominant colour channel, with noise so that augmentation matters."""
-    rng = np.random.default_rng(seed)
-    for label in range(num_classes):
-        for i in range(per_class):
-            pixels = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
-            pixels[..., label % 3] += 150
-            path = root / f"class_{label}" / f"{i:02d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-    return root
+def make_folder(root, num_classes=3, per_class=6, size=20):
+    """Classes ``class_0``, ``class_1``, ... told apart by their dominant colour channel, with noise."""
+    return write_color_classes(root, [f"class_{label}" for label in range(num_classes)], per_class=per_class, size=size)
 
 
 @pytest.fixture
