@@ -29,7 +29,7 @@ from ._io import atomic_write
 from .config import FORMAT, ConfigError, ModelConfig, build_model
 from .errors import ResnetzooError, WeightsFileError, WeightsUnavailableError
 from .model import ResNet
-from .weights.adapt import fit_state_dict
+from .weights.adapt import describe_key_mismatch, fit_state_dict
 from .weights.files import is_offline
 from .weights.safe import load_safetensors, read_safetensors_header
 
@@ -457,14 +457,9 @@ def load_pretrained(
 
 def _shape_mismatch(config: ModelConfig, header: dict[str, Any]) -> str | None:
     """What differs between the config's model and the tensors a safetensors header lists (None: nothing)."""
-    expected = {k: list(v.shape) for k, v in build_model_meta(config).state_dict().items()}
-    found = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    misshaped = [f"{k} {found[k]} (config says {expected[k]})" for k in expected if k in found and found[k] != expected[k]]
-    parts = [f"{len(keys)} {label}: {', '.join(map(str, keys[:4]))}" + (" ..." if len(keys) > 4 else "")
-             for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
-    return "; ".join(parts) or None
+    expected = {k: tuple(v.shape) for k, v in build_model_meta(config).state_dict().items()}
+    found = {k: tuple(v.get("shape") or ()) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    return describe_key_mismatch(expected, found, expected_by="config", shown=4)
 
 
 def _check_shapes(config: ModelConfig, header: dict[str, Any], weights_path: Path, local_folder: bool = True) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import StateDictMismatchError
 
-__all__ = ["strip_prefixes", "adapt_input_conv", "fit_state_dict"]
+__all__ = ["strip_prefixes", "adapt_input_conv", "fit_state_dict", "describe_key_mismatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,21 +91,22 @@ def fit_state_dict(state_dict: dict[str, torch.Tensor], model: nn.Module, source
         if key.endswith("num_batches_tracked") and key not in state_dict:
             state_dict[key] = value
 
-    missing = [k for k in target if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in target]
-    misshaped = [
-        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in target
-        if k in state_dict and state_dict[k].shape != target[k].shape
-    ]
-    if missing or unexpected or misshaped:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-                parts.append(f"{len(keys)} {label}: {shown}")
+    mismatch = describe_key_mismatch({k: tuple(v.shape) for k, v in target.items()},
+                                     {k: tuple(v.shape) for k, v in state_dict.items()})
+    if mismatch:
         raise StateDictMismatchError(
-            f"The weights in {source} do not fit this architecture: " + "; ".join(parts)
-            + ". Check that the model name (and groups/width overrides) match the checkpoint."
+            f"The weights in {source} do not fit this architecture: {mismatch}. Check that the model name (and "
+            "groups/width overrides) match the checkpoint."
         )
     return state_dict
+
+
+def describe_key_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
+                          expected_by: str = "model", shown: int = 8) -> str | None:
+    """``"2 missing: a, b; 1 mis-shaped: c (1, 2) vs model (3, 4)"`` for tensors by name and shape; None if equal."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshaped = [f"{k} {found[k]} vs {expected_by} {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
+    parts = [f"{len(keys)} {label}: " + ", ".join(keys[:shown]) + (f" ... (+{len(keys) - shown} more)" if len(keys) > shown else "")
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    return "; ".join(parts) or None
